@@ -1,0 +1,6 @@
+// Package bpf holds the switch's XDP programs and the Go bindings that bpf2go
+// generates from them. The generated objects are committed so that building
+// the daemon needs no clang; `make generate` rebuilds them.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" port port.c
