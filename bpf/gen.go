@@ -3,4 +3,4 @@
 // the daemon needs no clang; `make generate` rebuilds them.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" port port.c
+//go:generate go tool bpf2go -tags linux -target bpfel -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" port src/port.c
