@@ -120,9 +120,9 @@ type Host struct {
 }
 
 // NewHost makes a namespace whose eth0 is one end of a veth pair, with the
-// given IPv4 prefix ("" for none). Checksum offload is off on eth0: frames
-// that cross an AF_XDP switch carry no offload state, so a partial checksum
-// would arrive unfinished.
+// given IPv4 prefix ("" for none) and IPv6 off. Checksum offload is off on
+// eth0: frames that cross an AF_XDP switch carry no offload state, so a
+// partial checksum would arrive unfinished.
 func NewHost(t testing.TB, cidr string) *Host {
 	t.Helper()
 	ns := NewNS(t)
@@ -147,6 +147,9 @@ func NewHost(t testing.TB, cidr string) *Host {
 	})
 	Run(t, "ip", "link", "set", port, "up")
 	ns.Run(t, "ethtool", "-K", "eth0", "tx", "off")
+	// No IPv6: its router solicitations and MLD reports are multicast that
+	// would blur what tests count.
+	ns.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6")
 	ns.Run(t, "ip", "link", "set", "eth0", "up")
 	h := &Host{NS: ns, Port: port}
 	if cidr != "" {

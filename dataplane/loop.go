@@ -1,0 +1,450 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+)
+
+// batchSize is how many frames a loop takes from one socket at a time.
+const batchSize = 64
+
+// errLoopStopped is returned for work sent to a loop that has ended.
+var errLoopStopped = errors.New("switching loop stopped")
+
+// loop switches queue k of every port. It alone touches those sockets, their
+// rings and its UMEM, so the hot path takes no lock but the FDB's read lock
+// once per batch. The control plane changes a loop only by handing it a
+// function to run between batches (do).
+type loop struct {
+	queue int
+	umem  *afxdp.Umem
+	pool  *framePool
+	log   *slog.Logger
+	// fillFrames is how many frames each socket gets for receiving. It is
+	// fixed: frames in a fill ring come back only when the port receives,
+	// so an idle port keeps whatever it was given and a share that shrank
+	// as ports arrived would never be honoured.
+	fillFrames int
+	// reserve is how many free frames refill leaves for transmit and flood.
+	reserve int
+
+	ports  []*loopPort // by port id; nil where the port has no socket here
+	active []*loopPort
+	dirty  []*loopPort // ports with frames queued for transmit
+	nets   map[*Network]*loopNet
+
+	ctl    chan func()
+	wakeFd int // eventfd that interrupts poll when control work arrives
+	done   chan struct{}
+	stop   bool
+	broken chan<- uint32 // ports whose socket reported an error
+
+	rx      [batchSize]afxdp.Desc
+	addrs   [batchSize]uint64
+	learn   learning
+	pollFds []unix.PollFd
+}
+
+// loopPort is one port's socket on one loop.
+type loopPort struct {
+	id     uint32
+	port   *Port
+	net    *loopNet
+	sock   *afxdp.Socket
+	ctr    *portCounters
+	txq    []afxdp.Desc
+	broken bool
+
+	fillHeld int // frames in the fill ring or the kernel's rx path
+	txHeld   int // frames in the tx ring or the kernel's completion path
+}
+
+// loopNet is a network as one loop sees it.
+type loopNet struct {
+	fdb     *FDB
+	members []*loopPort
+}
+
+func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint32, log *slog.Logger) (*loop, error) {
+	u, err := afxdp.NewUmem(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		u.Close()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &loop{
+		queue:      queue,
+		umem:       u,
+		pool:       newFramePool(u),
+		log:        log.With("queue", queue),
+		fillFrames: fillFrames,
+		reserve:    cfg.NumFrames / 4,
+		nets:       make(map[*Network]*loopNet),
+		ctl:        make(chan func(), 16),
+		wakeFd:     fd,
+		done:       make(chan struct{}),
+		broken:     broken,
+	}, nil
+}
+
+// do runs fn on the loop goroutine between batches and waits for it.
+func (l *loop) do(fn func()) error {
+	finished := make(chan struct{})
+	wrapped := func() { fn(); close(finished) }
+	select {
+	case l.ctl <- wrapped:
+	case <-l.done:
+		return errLoopStopped
+	}
+	// Queued first, then the wake-up, so a loop woken from poll always
+	// finds the work in runControl.
+	one := [8]byte{1}
+	_, _ = unix.Write(l.wakeFd, one[:])
+	select {
+	case <-finished:
+		return nil
+	case <-l.done:
+		// The loop ended before it ran fn (it was stopping).
+		select {
+		case <-finished:
+			return nil
+		default:
+			return errLoopStopped
+		}
+	}
+}
+
+func (l *loop) run() {
+	defer close(l.done)
+	for !l.stop {
+		l.runControl()
+		now := clock()
+		work := 0
+		for _, p := range l.active {
+			if !p.broken {
+				work += l.receive(p, now)
+			}
+		}
+		work += l.complete()
+		l.refill()
+		if work == 0 {
+			l.wait()
+		}
+	}
+}
+
+func (l *loop) runControl() {
+	for {
+		select {
+		case fn := <-l.ctl:
+			fn()
+		default:
+			return
+		}
+	}
+}
+
+// receive takes one batch from a port's rx ring and switches it.
+func (l *loop) receive(p *loopPort, now int64) int {
+	n := p.sock.Receive(l.rx[:])
+	if n == 0 {
+		return 0
+	}
+	var rxPackets, rxBytes uint64
+	fdb := p.net.fdb
+	fdb.mu.RLock()
+	for i := range n {
+		d := l.rx[i]
+		if !l.pool.take(d.Addr, frameFill, p.id) {
+			p.ctr.drop(DropInvalidDesc)
+			continue
+		}
+		p.fillHeld--
+		f := l.umem.Bytes(d.Addr, int(d.Len))
+		if f == nil {
+			p.ctr.drop(DropInvalidDesc)
+			l.pool.release(d.Addr)
+			continue
+		}
+		rxPackets++
+		rxBytes += uint64(d.Len)
+		out, flood, reason, ok := decide(f, p.id, fdb, now, &l.learn)
+		switch {
+		case !ok:
+			p.ctr.drop(reason)
+			l.pool.release(d.Addr)
+		case !flood && l.ports[out] != nil:
+			l.enqueue(l.ports[out], d)
+		default:
+			// Flood; also an FDB entry whose port has just left this
+			// loop, which is about to be flushed.
+			l.flood(p, d, f)
+		}
+	}
+	fdb.mu.RUnlock()
+	fdb.apply(&l.learn, now)
+	p.ctr.rxPackets.Add(rxPackets)
+	p.ctr.rxBytes.Add(rxBytes)
+	l.flush()
+	return n
+}
+
+// flood sends a frame to every other port of its network. The last
+// destination gets the received frame itself and the others a copy: a frame
+// is in one ring at a time, which keeps the frame accounting exact.
+func (l *loop) flood(in *loopPort, d afxdp.Desc, f []byte) {
+	members := in.net.members
+	last := -1
+	for i, m := range members {
+		if m != in && !m.broken {
+			last = i
+		}
+	}
+	if last < 0 {
+		l.pool.release(d.Addr)
+		return
+	}
+	off := d.Addr % l.pool.frameSize
+	for _, m := range members[:last] {
+		if m == in || m.broken {
+			continue
+		}
+		addr, ok := l.pool.alloc()
+		if !ok {
+			m.ctr.drop(DropNoFrame)
+			continue
+		}
+		copy(l.umem.Bytes(addr+off, len(f)), f)
+		l.enqueue(m, afxdp.Desc{Addr: addr + off, Len: d.Len})
+	}
+	l.enqueue(members[last], d)
+}
+
+func (l *loop) enqueue(p *loopPort, d afxdp.Desc) {
+	if len(p.txq) == 0 {
+		l.dirty = append(l.dirty, p)
+	}
+	p.txq = append(p.txq, d)
+}
+
+// flush hands the batch's queued frames to the tx rings, one producer
+// update and at most one kick per port.
+func (l *loop) flush() {
+	for _, p := range l.dirty {
+		n := p.sock.Transmit(p.txq)
+		var bytes uint64
+		for _, d := range p.txq[:n] {
+			l.pool.give(d.Addr, frameTx, p.id)
+			bytes += uint64(d.Len)
+		}
+		for _, d := range p.txq[n:] {
+			p.ctr.drop(DropTxRingFull)
+			l.pool.release(d.Addr)
+		}
+		p.txHeld += n
+		p.ctr.txPackets.Add(uint64(n))
+		p.ctr.txBytes.Add(bytes)
+		p.txq = p.txq[:0]
+		if err := p.sock.Kick(); err != nil {
+			p.ctr.txErrors.Add(1)
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// complete returns transmitted frames to the pool.
+func (l *loop) complete() int {
+	work := 0
+	for _, p := range l.active {
+		if p.txHeld == 0 {
+			continue
+		}
+		n := p.sock.Complete(l.addrs[:])
+		for _, addr := range l.addrs[:n] {
+			if !l.pool.take(addr, frameTx, p.id) {
+				p.ctr.drop(DropInvalidDesc)
+				continue
+			}
+			l.pool.release(addr)
+			p.txHeld--
+		}
+		work += n
+	}
+	return work
+}
+
+// refill tops every socket's fill ring up to its quota.
+func (l *loop) refill() {
+	for _, p := range l.active {
+		want := min(l.fillFrames-p.fillHeld, len(l.addrs), len(l.pool.free)-l.reserve)
+		if want <= 0 || p.broken {
+			continue
+		}
+		for i := range want {
+			l.addrs[i], _ = l.pool.alloc()
+		}
+		n := p.sock.Fill(l.addrs[:want])
+		for _, addr := range l.addrs[:n] {
+			l.pool.give(addr, frameFill, p.id)
+		}
+		for _, addr := range l.addrs[n:want] {
+			l.pool.release(addr)
+		}
+		p.fillHeld += n
+		if n > 0 && p.sock.FillNeedsWakeup() {
+			_ = p.sock.Wakeup()
+		}
+	}
+}
+
+// wait blocks until a socket has frames or control work arrives. While
+// frames are out for transmit or a fill ring is short, it wakes every
+// millisecond to collect completions, which poll does not report.
+func (l *loop) wait() {
+	timeout := 1000
+	for _, p := range l.active {
+		if !p.broken && (p.txHeld > 0 || p.fillHeld < l.fillFrames) {
+			timeout = 1
+			break
+		}
+	}
+	l.pollFds = l.pollFds[:0]
+	l.pollFds = append(l.pollFds, unix.PollFd{Fd: int32(l.wakeFd), Events: unix.POLLIN})
+	for _, p := range l.active {
+		if !p.broken {
+			l.pollFds = append(l.pollFds, unix.PollFd{Fd: int32(p.sock.Fd()), Events: unix.POLLIN})
+		}
+	}
+	n, err := unix.Poll(l.pollFds, timeout)
+	if err != nil || n == 0 {
+		return
+	}
+	if l.pollFds[0].Revents != 0 {
+		var buf [8]byte
+		_, _ = unix.Read(l.wakeFd, buf[:])
+	}
+	for _, fd := range l.pollFds[1:] {
+		if fd.Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) == 0 {
+			continue
+		}
+		for _, p := range l.active {
+			if p.sock.Fd() == int(fd.Fd) && !p.broken {
+				// The device went away under the socket. Stop using it
+				// and ask the control plane to remove the port.
+				p.broken = true
+				l.log.Warn("port socket failed; removing the port", "port", p.port.Name)
+				select {
+				case l.broken <- p.id:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// addPort binds a socket for the port on this loop's queue and starts
+// switching its frames. It runs on the loop goroutine.
+func (l *loop) addPort(p *Port, cfg afxdp.SocketConfig) (*afxdp.Socket, error) {
+	sock, err := l.umem.NewSocket(cfg)
+	if err != nil {
+		return nil, err
+	}
+	lp := &loopPort{
+		id:   p.ID,
+		port: p,
+		sock: sock,
+		ctr:  p.counters[l.queue],
+		txq:  make([]afxdp.Desc, 0, batchSize),
+	}
+	ln := l.nets[p.Network]
+	if ln == nil {
+		ln = &loopNet{fdb: p.Network.fdb}
+		l.nets[p.Network] = ln
+	}
+	lp.net = ln
+	ln.members = append(ln.members, lp)
+	for int(p.ID) >= len(l.ports) {
+		l.ports = append(l.ports, nil)
+	}
+	l.ports[p.ID] = lp
+	l.active = append(l.active, lp)
+	l.refill()
+	return sock, nil
+}
+
+// removePort closes the port's socket and takes back every frame it held.
+func (l *loop) removePort(id uint32) error {
+	if int(id) >= len(l.ports) || l.ports[id] == nil {
+		return nil
+	}
+	lp := l.ports[id]
+	err := lp.sock.Close()
+	l.pool.reclaim(id)
+	l.ports[id] = nil
+	l.active = without(l.active, lp)
+	lp.net.members = without(lp.net.members, lp)
+	if len(lp.net.members) == 0 {
+		delete(l.nets, lp.port.Network)
+	}
+	return err
+}
+
+func without(ps []*loopPort, p *loopPort) []*loopPort {
+	out := ps[:0]
+	for _, q := range ps {
+		if q != p {
+			out = append(out, q)
+		}
+	}
+	clear(ps[len(out):])
+	return out
+}
+
+// account runs the frame accounting check on the loop goroutine.
+func (l *loop) account() (FrameAccount, error) {
+	held := make(map[uint32][2]int, len(l.active))
+	for _, p := range l.active {
+		held[p.id] = [2]int{p.fillHeld, p.txHeld}
+	}
+	a, err := l.pool.check(held)
+	a.Queue = l.queue
+	return a, err
+}
+
+// close stops the loop after closing every socket, then frees the UMEM.
+func (l *loop) close() error {
+	var errs []error
+	err := l.do(func() {
+		for _, p := range l.active {
+			if err := p.sock.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			l.pool.reclaim(p.id)
+		}
+		l.active = nil
+		l.stop = true
+	})
+	if err == nil {
+		<-l.done
+	}
+	errs = append(errs, l.umem.Close(), unix.Close(l.wakeFd))
+	return errors.Join(errs...)
+}
+
+// portCounters are one port's counts on one loop. The loop adds to them
+// once per batch; readers sum them over loops.
+type portCounters struct {
+	rxPackets, rxBytes, txPackets, txBytes, txErrors atomic.Uint64
+	drops                                            [numDropReasons]atomic.Uint64
+}
+
+func (c *portCounters) drop(r DropReason) { c.drops[r].Add(1) }

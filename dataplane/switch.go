@@ -1,0 +1,452 @@
+// Package dataplane is the switch: ports with AF_XDP sockets, networks with
+// their forwarding databases, and the loops that move frames between them.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpswitch/xdpswitch/bpf"
+	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+)
+
+// DefaultFrames is the UMEM size of each queue: 32 MiB of 2 KiB frames,
+// enough for 96 ports at the default fill.
+const DefaultFrames = 16384
+
+// DefaultFillFrames is each socket's share of frames for receiving: two
+// batches of slack before the kernel drops for want of a frame.
+const DefaultFillFrames = 128
+
+// xdpPacketHeadroom is the room the kernel keeps in front of a received
+// frame inside its UMEM chunk (XDP_PACKET_HEADROOM).
+const xdpPacketHeadroom = 256
+
+// Config is how a switch is built. Zero fields take defaults.
+type Config struct {
+	// Queues is the number of switching loops; loop k serves rx queue k of
+	// every port, so each port needs at least this many queues.
+	Queues int
+	// Umem sizes each loop's UMEM and the sockets' fill and completion rings.
+	Umem afxdp.UmemConfig
+	// RxRingSize and TxRingSize size each socket's rx and tx rings.
+	RxRingSize, TxRingSize int
+	// FillFrames is how many UMEM frames each socket holds for receiving.
+	// Together with the quarter of the UMEM kept for frames in flight it
+	// bounds how many ports a queue's UMEM can serve.
+	FillFrames int
+	// BindMode asks for zero-copy, copy, or whatever the device offers.
+	BindMode afxdp.Mode
+	// XDPMode asks for native or generic XDP, or the best available.
+	XDPMode bpf.XDPMode
+	// FDBMaxEntries caps each network's forwarding database.
+	FDBMaxEntries int
+	// FDBAging is how long an unseen MAC stays learned.
+	FDBAging time.Duration
+	Logger   *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Queues <= 0 {
+		c.Queues = 1
+	}
+	if c.Umem.NumFrames == 0 {
+		c.Umem = afxdp.DefaultUmemConfig()
+		c.Umem.NumFrames = DefaultFrames
+	}
+	if c.FillFrames <= 0 {
+		c.FillFrames = DefaultFillFrames
+	}
+	if c.RxRingSize == 0 {
+		c.RxRingSize = 2048
+	}
+	if c.TxRingSize == 0 {
+		c.TxRingSize = 2048
+	}
+	if c.FDBMaxEntries <= 0 {
+		c.FDBMaxEntries = DefaultFDBMaxEntries
+	}
+	if c.FDBAging <= 0 {
+		c.FDBAging = DefaultFDBAging
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// maxPorts is how many sockets a queue's UMEM can give fill frames to
+// while keeping a quarter of its frames for transmit and flood copies.
+func (c *Config) maxPorts() int {
+	return (c.Umem.NumFrames - c.Umem.NumFrames/4) / c.FillFrames
+}
+
+// Switch is the running dataplane. Its methods are safe for concurrent use.
+type Switch struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	networks  map[string]*Network
+	ports     map[string]*Port
+	byIfindex map[int]*Port
+	byID      map[uint32]*Port
+	freeIDs   []uint32
+	nextID    uint32
+	closed    bool
+
+	loops  []*loop
+	broken chan uint32
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// Network is an isolated L2 segment: its own ports and forwarding database.
+// A frame never leaves the network it arrived in.
+type Network struct {
+	Name  string
+	fdb   *FDB
+	ports map[string]*Port
+}
+
+// Port is a device plugged into the switch.
+type Port struct {
+	ID       uint32
+	Name     string
+	Ifindex  int
+	Network  *Network
+	prog     *bpf.Port
+	socks    []*afxdp.Socket // by queue
+	counters []*portCounters // by queue
+	bindMode afxdp.Mode
+}
+
+// New starts a switch with no networks and no ports.
+func New(cfg Config) (*Switch, error) {
+	cfg.setDefaults()
+	if cfg.Queues > bpf.MaxQueues {
+		return nil, fmt.Errorf("queues: %d is more than the %d a port program serves", cfg.Queues, bpf.MaxQueues)
+	}
+	if cfg.FillFrames > cfg.Umem.FillRingSize {
+		return nil, fmt.Errorf("fill frames %d exceed the fill ring size %d", cfg.FillFrames, cfg.Umem.FillRingSize)
+	}
+	if cfg.maxPorts() < 1 {
+		return nil, fmt.Errorf("%d frames per queue cannot serve one port with %d fill frames and a quarter kept in reserve", cfg.Umem.NumFrames, cfg.FillFrames)
+	}
+	if room := cfg.Umem.FrameSize - xdpPacketHeadroom - cfg.Umem.Headroom; room < 1514 {
+		return nil, fmt.Errorf("frame size %d with headroom %d leaves %d bytes per frame, less than a 1514-byte Ethernet frame", cfg.Umem.FrameSize, cfg.Umem.Headroom, room)
+	}
+	s := &Switch{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		networks:  make(map[string]*Network),
+		ports:     make(map[string]*Port),
+		byIfindex: make(map[int]*Port),
+		byID:      make(map[uint32]*Port),
+		broken:    make(chan uint32, 64),
+		stop:      make(chan struct{}),
+	}
+	for q := range cfg.Queues {
+		l, err := newLoop(q, cfg.Umem, cfg.FillFrames, s.broken, s.log)
+		if err != nil {
+			for _, l := range s.loops {
+				l.close()
+			}
+			return nil, fmt.Errorf("queue %d: %w", q, err)
+		}
+		s.loops = append(s.loops, l)
+	}
+	for _, l := range s.loops {
+		go l.run()
+	}
+	links := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) {
+			select {
+			case <-s.stop: // the subscription's socket closes on shutdown
+			default:
+				s.log.Warn("device watch", "err", err)
+			}
+		},
+	}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("watch devices: %w", err)
+	}
+	s.wg.Add(1)
+	go s.background(links, done)
+	return s, nil
+}
+
+// background ages the forwarding databases and removes ports whose device
+// vanished, so the switch keeps forwarding for everyone else.
+func (s *Switch) background(links <-chan netlink.LinkUpdate, done chan struct{}) {
+	defer s.wg.Done()
+	defer close(done)
+	tick := time.NewTicker(min(time.Second, s.cfg.FDBAging/4))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+			now := clock()
+			s.mu.Lock()
+			for _, n := range s.networks {
+				n.fdb.expire(now)
+			}
+			s.mu.Unlock()
+		case u, ok := <-links:
+			if !ok {
+				links = nil
+				continue
+			}
+			if u.Header.Type == unix.RTM_DELLINK {
+				s.removeVanished(func(p *Port) bool { return p.Ifindex == int(u.Index) })
+			}
+		case id := <-s.broken:
+			s.removeVanished(func(p *Port) bool { return p.ID == id })
+		}
+	}
+}
+
+func (s *Switch) removeVanished(match func(*Port) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.ports {
+		if match(p) {
+			s.log.Warn("port device vanished or failed; removing it", "port", p.Name, "network", p.Network.Name)
+			if err := s.removeLocked(p); err != nil {
+				s.log.Warn("removing vanished port", "port", p.Name, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// AddNetwork creates an empty network.
+func (s *Switch) AddNetwork(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("switch is closed")
+	}
+	if name == "" {
+		return errors.New("network needs a name")
+	}
+	if _, ok := s.networks[name]; ok {
+		return fmt.Errorf("network %q already exists", name)
+	}
+	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port)}
+	s.log.Info("network added", "network", name)
+	return nil
+}
+
+// RemoveNetwork deletes a network that has no ports left.
+func (s *Switch) RemoveNetwork(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.networks[name]
+	if !ok {
+		return fmt.Errorf("no network %q", name)
+	}
+	if len(n.ports) > 0 {
+		return fmt.Errorf("network %q still has ports %v", name, slices.Sorted(maps.Keys(n.ports)))
+	}
+	delete(s.networks, name)
+	return nil
+}
+
+// AddPort plugs the named device into a network: it attaches the port
+// program, binds a socket per queue and starts switching its frames.
+// On failure nothing of the port is left behind.
+func (s *Switch) AddPort(name, network string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("switch is closed")
+	}
+	if _, ok := s.ports[name]; ok {
+		return fmt.Errorf("port %s is already in network %s", name, s.ports[name].Network.Name)
+	}
+	n, ok := s.networks[network]
+	if !ok {
+		return fmt.Errorf("port %s: no network %q", name, network)
+	}
+	if len(s.ports) >= s.cfg.maxPorts() {
+		return fmt.Errorf("port %s: the switch serves at most %d ports with %d frames per queue; raise `frames`", name, s.cfg.maxPorts(), s.cfg.Umem.NumFrames)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", name, err)
+	}
+	attrs := link.Attrs()
+	if attrs.NumRxQueues < s.cfg.Queues {
+		return fmt.Errorf("port %s has %d rx queues; the switch runs %d (config `queues`), and each port needs that many", name, attrs.NumRxQueues, s.cfg.Queues)
+	}
+	if room := s.cfg.Umem.FrameSize - xdpPacketHeadroom - s.cfg.Umem.Headroom; attrs.MTU+18 > room {
+		return fmt.Errorf("port %s has MTU %d; frames of size %d hold at most MTU %d", name, attrs.MTU, s.cfg.Umem.FrameSize, room-18)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("port %s: set up: %w", name, err)
+	}
+	prog, err := bpf.AttachPort(attrs.Index, s.cfg.XDPMode)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", name, err)
+	}
+	p := &Port{
+		ID:       s.allocID(),
+		Name:     name,
+		Ifindex:  attrs.Index,
+		Network:  n,
+		prog:     prog,
+		socks:    make([]*afxdp.Socket, len(s.loops)),
+		counters: make([]*portCounters, len(s.loops)),
+	}
+	for q := range p.counters {
+		p.counters[q] = new(portCounters)
+	}
+	for q, l := range s.loops {
+		var sock *afxdp.Socket
+		var err error
+		cfg := afxdp.SocketConfig{
+			Ifindex:    attrs.Index,
+			Queue:      q,
+			Mode:       s.cfg.BindMode,
+			NeedWakeup: true,
+			RxRingSize: s.cfg.RxRingSize,
+			TxRingSize: s.cfg.TxRingSize,
+		}
+		if derr := l.do(func() { sock, err = l.addPort(p, cfg) }); derr != nil {
+			err = derr
+		}
+		if err == nil {
+			p.socks[q] = sock
+			p.bindMode = sock.Mode()
+			err = prog.Register(q, sock.Fd())
+		}
+		if err != nil {
+			s.teardown(p)
+			return fmt.Errorf("port %s: %w", name, err)
+		}
+	}
+	s.ports[name] = p
+	s.byIfindex[p.Ifindex] = p
+	s.byID[p.ID] = p
+	n.ports[name] = p
+	s.log.Info("port added", "port", name, "network", network, "xdp", prog.Mode(), "bind", p.bindMode, "queues", len(s.loops))
+	return nil
+}
+
+// RemovePort unplugs a port: its program is detached, its sockets closed,
+// its frames returned and its MACs forgotten.
+func (s *Switch) RemovePort(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.ports[name]
+	if !ok {
+		return fmt.Errorf("no port %s", name)
+	}
+	return s.removeLocked(p)
+}
+
+func (s *Switch) removeLocked(p *Port) error {
+	delete(s.ports, p.Name)
+	delete(s.byIfindex, p.Ifindex)
+	delete(s.byID, p.ID)
+	delete(p.Network.ports, p.Name)
+	err := s.teardown(p)
+	s.log.Info("port removed", "port", p.Name, "network", p.Network.Name)
+	return err
+}
+
+// teardown undoes AddPort, in the reverse order: frames stop arriving at
+// the sockets before the sockets close.
+func (s *Switch) teardown(p *Port) error {
+	var errs []error
+	for q := range s.loops {
+		if p.socks[q] != nil {
+			if err := p.prog.Unregister(q); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for q, l := range s.loops {
+		if p.socks[q] == nil {
+			continue
+		}
+		var err error
+		if derr := l.do(func() { err = l.removePort(p.ID) }); derr != nil {
+			err = derr
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		p.socks[q] = nil
+	}
+	p.Network.fdb.flushPort(p.ID)
+	if err := p.prog.Close(); err != nil && !errors.Is(err, unix.ENODEV) {
+		errs = append(errs, err)
+	}
+	s.freeIDs = append(s.freeIDs, p.ID)
+	return errors.Join(errs...)
+}
+
+// allocID hands out small dense port ids, so the loops find a port by
+// indexing a slice.
+func (s *Switch) allocID() uint32 {
+	if n := len(s.freeIDs); n > 0 {
+		id := s.freeIDs[n-1]
+		s.freeIDs = s.freeIDs[:n-1]
+		return id
+	}
+	s.nextID++
+	return s.nextID - 1
+}
+
+// Close removes every port, detaching every program, and stops the loops.
+func (s *Switch) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for _, p := range s.ports {
+		errs = append(errs, s.removeLocked(p))
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	for _, l := range s.loops {
+		errs = append(errs, l.close())
+	}
+	return errors.Join(errs...)
+}
+
+// CheckFrames runs the frame accounting check on every loop: every UMEM
+// frame must be in exactly one place. Tests call it after traffic stops.
+func (s *Switch) CheckFrames() ([]FrameAccount, error) {
+	var out []FrameAccount
+	var errs []error
+	for _, l := range s.loops {
+		var a FrameAccount
+		var err error
+		if derr := l.do(func() { a, err = l.account() }); derr != nil {
+			err = derr
+		}
+		out = append(out, a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("queue %d: %w", l.queue, err))
+		}
+	}
+	return out, errors.Join(errs...)
+}
