@@ -1,0 +1,172 @@
+// Command xdpswitchd is the switch daemon: it plugs the configured devices
+// into AF_XDP sockets and switches frames between them until it is told to
+// stop, then detaches everything it attached.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpswitch/xdpswitch/config"
+	"github.com/xdpswitch/xdpswitch/dataplane"
+)
+
+const defaultConfig = "/etc/xdpswitch/xdpswitch.yaml"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("xdpswitchd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", defaultConfig, "configuration `file`")
+	checkPath := fs.String("check-config", "", "check a configuration `file` and exit: 0 when it is valid, 1 with the problems otherwise")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: xdpswitchd [--config FILE] | --check-config FILE\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "xdpswitchd: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *checkPath != "" {
+		if _, err := config.Load(*checkPath); err != nil {
+			fmt.Fprintf(stderr, "xdpswitchd: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *checkPath)
+		return 0
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdpswitchd: %v\n", err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
+	if err := serve(cfg, log, stdout); err != nil {
+		log.Error("xdpswitchd stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s)) // the config was checked
+	return l
+}
+
+func serve(cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+	unlock, err := lock(cfg.RunDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	dp := cfg.Dataplane()
+	dp.Logger = log
+	sw, err := dataplane.New(dp)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := sw.Close(); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}()
+	for _, n := range cfg.Networks {
+		if err := sw.AddNetwork(n.Name); err != nil {
+			return err
+		}
+		for _, p := range n.Ports {
+			if err := sw.AddPort(p, n.Name); err != nil {
+				return err
+			}
+		}
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	log.Info("xdpswitchd ready", "networks", len(cfg.Networks), "queues", cfg.Queues, "pid", os.Getpid())
+	for sig := range sigs {
+		if sig == syscall.SIGUSR1 {
+			writeCounters(stdout, sw.Ports())
+			continue
+		}
+		log.Info("shutting down", "signal", sig.String())
+		break
+	}
+	writeCounters(stdout, sw.Ports())
+	return nil
+}
+
+// lock takes the run directory's lock file, so that a second daemon with
+// the same run directory stops with a clear message instead of fighting
+// the first for its devices.
+func lock(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("run dir: %w", err)
+	}
+	path := filepath.Join(dir, "xdpswitchd.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(b))
+			return nil, fmt.Errorf("another xdpswitchd (pid %s) holds %s; stop it first or give this one another run_dir", pid, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() {
+		_ = os.Remove(path)
+		f.Close()
+	}, nil
+}
+
+// writeCounters prints a table of every port's counters.
+func writeCounters(w io.Writer, ports []dataplane.PortInfo) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tNETWORK\tXDP\tBIND\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tDROPS")
+	for _, p := range ports {
+		c := p.Counters
+		var drops []string
+		for _, r := range dataplane.DropReasons() {
+			if n := c.Drops[r.String()]; n > 0 {
+				drops = append(drops, fmt.Sprintf("%s=%d", r, n))
+			}
+		}
+		if c.Socket.RxDropped > 0 {
+			drops = append(drops, fmt.Sprintf("kernel=%d", c.Socket.RxDropped))
+		}
+		d := strings.Join(drops, ",")
+		if d == "" {
+			d = "0"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", p.Name, p.Network, p.XDPMode, p.BindMode, c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes, d)
+	}
+	tw.Flush()
+}

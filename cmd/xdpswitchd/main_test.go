@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdpswitch/xdpswitch/internal/testnet"
+)
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("networks: [{name: lan, ports: [a, b]}]\n"), 0o644)
+	os.WriteFile(bad, []byte("networks: [{name: lan, ports: [a]}, {name: lan2, ports: [a]}]\nqueues: 99\n"), 0o644)
+
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--check-config", good}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "ok") {
+		t.Errorf("good config: exit %d, stdout %q stderr %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	code := run([]string{"--check-config", bad}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), `port "a" is already in network "lan"`) || !strings.Contains(errOut.String(), "queues: 99") {
+		t.Errorf("bad config: exit %d, stderr %q; want 1 and both problems named", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"--check-config", filepath.Join(dir, "missing.yaml")}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "no such file") {
+		t.Errorf("missing file: exit %d, stderr %q", code, errOut.String())
+	}
+	if code := run([]string{"--bogus"}, &out, &errOut); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+}
+
+// daemon is an xdpswitchd started by a test.
+type daemon struct {
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	ready  chan struct{}
+	exited chan struct{}
+}
+
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "xdpswitchd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startDaemon(t *testing.T, bin, config string) *daemon {
+	t.Helper()
+	d := &daemon{cmd: exec.Command(bin, "--config", config), ready: make(chan struct{}), exited: make(chan struct{})}
+	d.cmd.Stdout = &d.stdout
+	pipe, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		once := sync.Once{}
+		for sc.Scan() {
+			d.mu.Lock()
+			d.stderr.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+			if strings.Contains(sc.Text(), "xdpswitchd ready") {
+				once.Do(func() { close(d.ready) })
+			}
+		}
+		d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	})
+	return d
+}
+
+func (d *daemon) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+func (d *daemon) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-d.ready:
+	case <-d.exited:
+		t.Fatalf("daemon exited before it was ready:\n%s", d.log())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("daemon not ready after 20s:\n%s", d.log())
+	}
+}
+
+func (d *daemon) waitExit(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-d.exited:
+		return d.cmd.ProcessState.ExitCode()
+	case <-time.After(20 * time.Second):
+		t.Fatalf("daemon still running after 20s:\n%s", d.log())
+		return -1
+	}
+}
+
+func writeConfig(t *testing.T, runDir string, ports ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "xdpswitch.yaml")
+	cfg := fmt.Sprintf("run_dir: %s\nstate_dir: %s\nframes: 4096\nnetworks:\n  - name: lan\n    ports: [%s]\n", runDir, t.TempDir(), strings.Join(ports, ", "))
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDaemon(t *testing.T) {
+	testnet.RequireRoot(t)
+	bin := buildDaemon(t)
+	var hosts []*testnet.Host
+	var ports []string
+	for i := 1; i <= 3; i++ {
+		h := testnet.NewHost(t, fmt.Sprintf("10.79.0.%d/24", i))
+		hosts = append(hosts, h)
+		ports = append(ports, h.Port)
+	}
+	runDir := t.TempDir()
+	d := startDaemon(t, bin, writeConfig(t, runDir, ports...))
+	d.waitReady(t)
+
+	for _, a := range hosts {
+		for _, b := range hosts {
+			if a != b {
+				if err := a.Ping(b.IP.String(), 2); err != nil {
+					t.Fatalf("%v\ndaemon log:\n%s", err, d.log())
+				}
+			}
+		}
+	}
+
+	// A second daemon is refused: by the lock with the same run dir, by the
+	// devices' programs with another.
+	second := startDaemon(t, bin, writeConfig(t, runDir, ports...))
+	if code := second.waitExit(t); code != 1 || !strings.Contains(second.log(), fmt.Sprintf("another xdpswitchd (pid %d)", d.cmd.Process.Pid)) {
+		t.Errorf("second daemon, same run dir: exit %d, log:\n%s", code, second.log())
+	}
+	third := startDaemon(t, bin, writeConfig(t, t.TempDir(), ports[0]))
+	if code := third.waitExit(t); code != 1 || !strings.Contains(third.log(), "already runs XDP program") {
+		t.Errorf("second daemon, same device: exit %d, log:\n%s", code, third.log())
+	}
+	// The refused daemons left the first one's programs alone.
+	if err := hosts[0].Ping(hosts[1].IP.String(), 1); err != nil {
+		t.Fatalf("after the refused daemons: %v", err)
+	}
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, log:\n%s", code, d.log())
+	}
+	for _, p := range ports {
+		l, err := netlink.LinkByName(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x := l.Attrs().Xdp; x != nil && x.Attached {
+			t.Errorf("%s still has an XDP program after shutdown", p)
+		}
+	}
+	out := d.stdout.String()
+	for _, p := range ports {
+		if !strings.Contains(out, p) {
+			t.Errorf("counters at exit do not list %s:\n%s", p, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "xdpswitchd.lock")); !os.IsNotExist(err) {
+		t.Errorf("lock file left behind: %v", err)
+	}
+}
+
+func TestDaemonRefusesMissingDevice(t *testing.T) {
+	testnet.RequireRoot(t)
+	bin := buildDaemon(t)
+	h := testnet.NewHost(t, "")
+	d := startDaemon(t, bin, writeConfig(t, t.TempDir(), h.Port, "xsnosuchdev"))
+	if code := d.waitExit(t); code != 1 || !strings.Contains(d.log(), "xsnosuchdev") {
+		t.Errorf("exit %d, log:\n%s", code, d.log())
+	}
+	// The port that was plugged before the failure is unplugged again.
+	l, err := netlink.LinkByName(h.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		t.Errorf("%s kept an XDP program after the failed start", h.Port)
+	}
+}

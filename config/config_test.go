@@ -1,0 +1,69 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The example in configs/ must stay a valid config with the defaults it
+// claims.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../configs/xdpswitch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse([]byte("networks: [{name: lan}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Networks, d.Networks = nil, nil
+	if !reflect.DeepEqual(c, d) {
+		t.Errorf("example config differs from the defaults:\nexample  %+v\ndefaults %+v", *c, *d)
+	}
+	if got := time.Duration(d.FDB.Aging); got != 300*time.Second {
+		t.Errorf("default aging %v, want 300s", got)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"", "empty"},
+		{"networks: []", "networks: none configured"},
+		{"netwrks: []", "field netwrks not found"},
+		{"networks: [{name: a}, {name: a}]", `name "a" used twice`},
+		{"networks: [{ports: [x]}]", "no name"},
+		{"networks: [{name: a, ports: [x]}, {name: b, ports: [x]}]", `port "x" is already in network "a"`},
+		{"networks: [{name: a, ports: [averyveryverylongname]}]", "1 to 15 bytes"},
+		{"networks: [{name: a, ports: ['a/b']}]", "cannot contain"},
+		{"queues: 0\nnetworks: [{name: a}]", ""},
+		{"queues: 65\nnetworks: [{name: a}]", "queues: 65"},
+		{"frames: 1000\nnetworks: [{name: a}]", "power of two"},
+		{"frame_size: 1500\nnetworks: [{name: a}]", "frame_size"},
+		{"xdp_mode: turbo\nnetworks: [{name: a}]", "xdp_mode"},
+		{"bind_mode: fast\nnetworks: [{name: a}]", "bind_mode"},
+		{"log_level: loud\nnetworks: [{name: a}]", "log_level"},
+		{"fdb: {aging: soon}\nnetworks: [{name: a}]", "not a duration"},
+		{"fdb: {aging: 10ms}\nnetworks: [{name: a}]", "shorter than a second"},
+		{"networks: {name: a}", "cannot unmarshal"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: unexpected error %v", tc.yaml, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: error %v, want one containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("networks: [{name: lan, ports: [a, b]}]\nfdb: {aging: 5m}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c.Check() != nil {
+			t.Fatal("Parse accepted a config that Check refuses")
+		}
+	})
+}
