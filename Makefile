@@ -1,0 +1,49 @@
+# xdpswitch. Every target that needs system packages installs them first
+# (scripts/deps.sh, idempotent), so a fresh Debian machine needs only Go.
+
+GO          ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
+# How long each fuzz target runs in `make test`; `make fuzz FUZZTIME=60s`
+# for a longer run.
+FUZZTIME    ?= 10s
+FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse
+
+.PHONY: all deps generate build test unit fuzz lint demo clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+# Rebuild the BPF objects and their Go bindings (committed, so that a
+# plain build needs no clang).
+generate: deps
+	$(GO) generate ./bpf/
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# The tests build their own namespaces, devices and guests, so they run as
+# root. One package at a time: the VM tests want both cores.
+test: deps lint unit fuzz
+
+unit:
+	$(GO) test -count=1 -p 1 -timeout 40m ./...
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+demo: deps build
+	scripts/demo.sh
+
+clean:
+	rm -rf bin build
