@@ -171,5 +171,3 @@ func (p *framePool) check(held map[uint32][2]int) (FrameAccount, error) {
 	}
 	return a, nil
 }
-
-func (p *framePool) frameCount() int { return len(p.state) }
