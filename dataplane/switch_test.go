@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,10 +27,16 @@ func testSwitch(t *testing.T, networks ...string) *Switch {
 
 func testSwitchFrames(t *testing.T, frames int, networks ...string) *Switch {
 	t.Helper()
-	testnet.RequireRoot(t)
 	umem := afxdp.DefaultUmemConfig()
 	umem.NumFrames = frames
-	sw, err := New(Config{Umem: umem, FillFrames: min(DefaultFillFrames, frames/16), Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	return testSwitchConfig(t, Config{Umem: umem, FillFrames: min(DefaultFillFrames, frames/16)}, networks...)
+}
+
+func testSwitchConfig(t *testing.T, cfg Config, networks ...string) *Switch {
+	t.Helper()
+	testnet.RequireRoot(t)
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	sw, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +174,59 @@ func TestIdlePortsDoNotStarveFlooding(t *testing.T) {
 		c := counters(t, sw, h.Port)
 		if c.TxPackets == 0 || c.Drops[DropNoFrame.String()] != 0 {
 			t.Errorf("port %s: %d frames sent, %d dropped for want of a frame", h.Port, c.TxPackets, c.Drops[DropNoFrame.String()])
+		}
+	}
+}
+
+// TestTwoQueues runs two loops: a host's flows land on either queue, so
+// learning done by one loop must serve the other.
+func TestTwoQueues(t *testing.T) {
+	umem := afxdp.DefaultUmemConfig()
+	umem.NumFrames = 1024
+	sw := testSwitchConfig(t, Config{Queues: 2, Umem: umem, FillFrames: 64}, "lan")
+	var hosts []*testnet.Host
+	for i := 1; i <= 3; i++ {
+		h := testnet.NewHostQueues(t, fmt.Sprintf("10.80.0.%d/24", i), 2)
+		if err := sw.AddPort(h.Port, "lan"); err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	// A port with fewer queues than the switch is refused, clearly.
+	one := testnet.NewHost(t, "")
+	if err := sw.AddPort(one.Port, "lan"); err == nil || !strings.Contains(err.Error(), "has 1 rx queues") {
+		t.Errorf("single-queue port on a two-queue switch: %v", err)
+	}
+	pingAll(t, sw, hosts)
+	acct, err := sw.CheckFrames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acct) != 2 {
+		t.Fatalf("%d loops accounted, want 2", len(acct))
+	}
+	for _, p := range sw.Ports() {
+		if p.Queues != 2 {
+			t.Errorf("port %s has %d queues, want 2", p.Name, p.Queues)
+		}
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Queues: 65}, "queues"},
+		{Config{Umem: afxdp.UmemConfig{NumFrames: 64, FrameSize: 2048, FillRingSize: 2048, CompletionRingSize: 2048}, FillFrames: 128}, "cannot serve one port"},
+		{Config{FillFrames: 4096}, "exceed the fill ring"},
+	} {
+		sw, err := New(tc.cfg)
+		if err == nil {
+			sw.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want an error about %s", tc.cfg, err, tc.want)
 		}
 	}
 }

@@ -125,11 +125,20 @@ type Host struct {
 // partial checksum would arrive unfinished.
 func NewHost(t testing.TB, cidr string) *Host {
 	t.Helper()
+	return NewHostQueues(t, cidr, 1)
+}
+
+// NewHostQueues is NewHost with a veth pair of several queues; the kernel
+// spreads the host's flows over them.
+func NewHostQueues(t testing.TB, cidr string, queues int) *Host {
+	t.Helper()
 	ns := NewNS(t)
 	port := Name("xsp")
 	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: port},
-		PeerName:  "eth0",
+		LinkAttrs:       netlink.LinkAttrs{Name: port, NumTxQueues: queues, NumRxQueues: queues},
+		PeerName:        "eth0",
+		PeerNumTxQueues: uint32(queues),
+		PeerNumRxQueues: uint32(queues),
 	}
 	target, err := netns.GetFromName(ns.Name)
 	if err != nil {
