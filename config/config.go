@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -52,6 +54,78 @@ type FDB struct {
 type Network struct {
 	Name  string   `yaml:"name"`
 	Ports []string `yaml:"ports"`
+	// Gateway is the host's address on the network (10.10.0.1/24). With
+	// it the network gets a host port that carries it.
+	Gateway Prefix `yaml:"gateway"`
+	// Gateway6 is the host's IPv6 address on the network, optional.
+	Gateway6 Prefix `yaml:"gateway6"`
+	// DHCP serves addresses from the gateway's subnet; needs Gateway.
+	DHCP *DHCP `yaml:"dhcp"`
+	// NAT masquerades the subnet out of the host's other interfaces.
+	NAT bool `yaml:"nat"`
+}
+
+// HostPortNames are the devices of a network's host port: the host side
+// carries the gateway address, the switch side is plugged into the switch.
+func (n *Network) HostPortNames() (host, sw string) {
+	return "xsh-" + n.Name, "xss-" + n.Name
+}
+
+// DHCP configures a network's DHCPv4 server.
+type DHCP struct {
+	// Range is the first and last address handed out.
+	Range     []Addr        `yaml:"range"`
+	LeaseTime Duration      `yaml:"lease_time"`
+	DNS       []Addr        `yaml:"dns"`
+	Domain    string        `yaml:"domain"`
+	MTU       int           `yaml:"mtu"`
+	Reserved  []Reservation `yaml:"reservations"`
+}
+
+// Reservation gives one MAC a fixed address.
+type Reservation struct {
+	MAC      MAC    `yaml:"mac"`
+	IP       Addr   `yaml:"ip"`
+	Hostname string `yaml:"hostname"`
+}
+
+// Prefix reads an address with its prefix length, such as 10.10.0.1/24.
+type Prefix struct{ netip.Prefix }
+
+// UnmarshalYAML parses the prefix.
+func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
+	v, err := netip.ParsePrefix(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not an address with a prefix length like 10.10.0.1/24", n.Line, n.Value)
+	}
+	p.Prefix = v
+	return nil
+}
+
+// Addr reads an IP address.
+type Addr struct{ netip.Addr }
+
+// UnmarshalYAML parses the address.
+func (a *Addr) UnmarshalYAML(n *yaml.Node) error {
+	v, err := netip.ParseAddr(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not an IP address", n.Line, n.Value)
+	}
+	a.Addr = v
+	return nil
+}
+
+// MAC reads an Ethernet address.
+type MAC struct{ net.HardwareAddr }
+
+// UnmarshalYAML parses the address.
+func (m *MAC) UnmarshalYAML(n *yaml.Node) error {
+	v, err := net.ParseMAC(n.Value)
+	if err != nil || len(v) != 6 {
+		return fmt.Errorf("line %d: %q is not a MAC address like 52:54:00:12:34:56", n.Line, n.Value)
+	}
+	m.HardwareAddr = v
+	return nil
 }
 
 // Duration reads "300s", "5m" and the like.
@@ -183,10 +257,15 @@ func (c *Config) Check() error {
 		switch {
 		case n.Name == "":
 			bad("networks[%d]: no name", i)
+		case !validName(n.Name):
+			bad("networks[%d]: name %q: use up to 32 letters, digits, '-', '_' or '.'", i, n.Name)
 		case nets[n.Name]:
 			bad("networks[%d]: name %q used twice", i, n.Name)
 		}
 		nets[n.Name] = true
+		for _, err := range n.check() {
+			bad("network %q: %v", n.Name, err)
+		}
 		for _, p := range n.Ports {
 			if err := checkDeviceName(p); err != nil {
 				bad("network %q: port %q: %v", n.Name, p, err)
@@ -198,6 +277,83 @@ func (c *Config) Check() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// check reports the problems of a network's own settings.
+func (n *Network) check() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if n.Name != "" {
+		host, _ := n.HostPortNames()
+		if err := checkDeviceName(host); err != nil && n.Gateway.IsValid() {
+			bad("name too long for its host port device %q: keep network names to 11 characters", host)
+		}
+	}
+	gw := n.Gateway.Prefix
+	if gw.IsValid() {
+		if !gw.Addr().Is4() {
+			bad("gateway: %v is not IPv4 (use gateway6 for IPv6)", gw)
+		} else if gw.Bits() > 30 || gw.Addr() == gw.Masked().Addr() {
+			bad("gateway: %v must be a host address in a subnet of at least 4 addresses", gw)
+		}
+	}
+	if g6 := n.Gateway6.Prefix; g6.IsValid() && (!g6.Addr().Is6() || g6.Addr().Is4In6()) {
+		bad("gateway6: %v is not IPv6", g6)
+	}
+	if n.NAT && !gw.IsValid() {
+		bad("nat needs a gateway")
+	}
+	if d := n.DHCP; d != nil {
+		if !gw.IsValid() {
+			bad("dhcp needs a gateway")
+			return errs
+		}
+		subnet := gw.Masked()
+		if len(d.Range) != 2 {
+			bad("dhcp.range: want [first, last], got %d addresses", len(d.Range))
+		} else {
+			first, last := d.Range[0].Addr, d.Range[1].Addr
+			switch {
+			case !subnet.Contains(first) || !subnet.Contains(last):
+				bad("dhcp.range: %v-%v is not inside %v", first, last, subnet)
+			case last.Less(first):
+				bad("dhcp.range: %v comes after %v", first, last)
+			}
+		}
+		if d.LeaseTime != 0 && d.LeaseTime < Duration(time.Minute) {
+			bad("dhcp.lease_time: %v is shorter than a minute", time.Duration(d.LeaseTime))
+		}
+		if d.MTU != 0 && (d.MTU < 576 || d.MTU > 9000) {
+			bad("dhcp.mtu: %d is not between 576 and 9000", d.MTU)
+		}
+		macs, ips := map[string]bool{}, map[netip.Addr]bool{}
+		for _, r := range d.Reserved {
+			switch {
+			case r.MAC.HardwareAddr == nil || !r.IP.IsValid():
+				bad("dhcp.reservations: each needs mac and ip")
+			case !subnet.Contains(r.IP.Addr) || r.IP.Addr == gw.Addr():
+				bad("dhcp.reservations: %v for %v is not a free address of %v", r.IP, r.MAC, subnet)
+			case macs[r.MAC.String()] || ips[r.IP.Addr]:
+				bad("dhcp.reservations: %v or %v reserved twice", r.MAC, r.IP)
+			}
+			macs[r.MAC.String()], ips[r.IP.Addr] = true, true
+		}
+	}
+	return errs
+}
+
+// validName keeps network names to what is safe in device names, file
+// names, URLs and firewall comments.
+func validName(s string) bool {
+	if len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkDeviceName applies the kernel's rules for interface names.
