@@ -51,6 +51,9 @@ func ParseXDPMode(s string) (XDPMode, error) {
 // MaxQueues is the number of rx queues a port program can steer to sockets.
 const MaxQueues = 64
 
+// ErrDeviceBusy is returned for a device that already runs an XDP program.
+var ErrDeviceBusy = errors.New("the device already runs an XDP program")
+
 // Port is the port program attached to one device, with its own socket map.
 type Port struct {
 	objs    portObjects
@@ -69,7 +72,7 @@ func AttachPort(ifindex int, mode XDPMode) (*Port, error) {
 	}
 	name := l.Attrs().Name
 	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		return nil, fmt.Errorf("attach port program to %s: the device already runs XDP program id %d (another xdpswitchd, or another tool, owns it)", name, x.ProgId)
+		return nil, fmt.Errorf("attach port program to %s: %w (program id %d; another xdpswitchd, or another tool, owns it)", name, ErrDeviceBusy, x.ProgId)
 	}
 
 	p := &Port{ifindex: ifindex}

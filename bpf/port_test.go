@@ -34,7 +34,7 @@ func TestAttachPort(t *testing.T) {
 	}
 
 	// A second owner is refused, with a message that says why.
-	if _, err := AttachPort(l.Attrs().Index, XDPModeAuto); err == nil || !strings.Contains(err.Error(), "already runs XDP program") {
+	if _, err := AttachPort(l.Attrs().Index, XDPModeAuto); err == nil || !strings.Contains(err.Error(), "already runs an XDP program") {
 		t.Errorf("second attach: got %v, want refusal", err)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -24,6 +25,11 @@ type Config struct {
 	RunDir string `yaml:"run_dir"`
 	// StateDir holds what survives a restart.
 	StateDir string `yaml:"state_dir"`
+	// APISocket is the control API's unix socket (run_dir/api.sock).
+	APISocket string `yaml:"api_socket"`
+	// MetricsListen is the address of the Prometheus endpoint
+	// (127.0.0.1:9470); empty means none.
+	MetricsListen string `yaml:"metrics_listen"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// Queues is the number of switching loops; every port needs as many
@@ -186,6 +192,9 @@ func (c *Config) setDefaults() {
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
 	}
+	if c.APISocket == "" {
+		c.APISocket = filepath.Join(c.RunDir, "api.sock")
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -229,6 +238,14 @@ func (c *Config) Check() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics_listen: %q is not host:port", c.MetricsListen)
+		}
+	}
+	if !filepath.IsAbs(c.APISocket) {
+		bad("api_socket: %q is not an absolute path", c.APISocket)
 	}
 	if c.Queues < 1 || c.Queues > bpf.MaxQueues {
 		bad("queues: %d is not between 1 and %d", c.Queues, bpf.MaxQueues)

@@ -48,6 +48,8 @@ func TestConfigErrors(t *testing.T) {
 		{"fdb: {aging: soon}\nnetworks: [{name: a}]", "not a duration"},
 		{"fdb: {aging: 10ms}\nnetworks: [{name: a}]", "shorter than a second"},
 		{"networks: {name: a}", "cannot unmarshal"},
+		{"metrics_listen: 9470\nnetworks: [{name: a}]", "host:port"},
+		{"api_socket: api.sock\nnetworks: [{name: a}]", "absolute path"},
 		{"networks: [{name: a, gateway: 10.1.0.1}]", "prefix length"},
 		{"networks: [{name: a, gateway: 10.1.0.0/24}]", "host address"},
 		{"networks: [{name: a, gateway: 'fd00::1/64'}]", "not IPv4"},

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 
@@ -117,7 +116,7 @@ func (s *Switch) Port(name string) (PortInfo, error) {
 	defer s.mu.Unlock()
 	p, ok := s.ports[name]
 	if !ok {
-		return PortInfo{}, fmt.Errorf("no port %s", name)
+		return PortInfo{}, notFoundf("no port %s", name)
 	}
 	return p.info(), nil
 }
@@ -140,7 +139,7 @@ func (s *Switch) FDB(network string) ([]FDBEntry, error) {
 	defer s.mu.Unlock()
 	n, ok := s.networks[network]
 	if !ok {
-		return nil, fmt.Errorf("no network %q", network)
+		return nil, notFoundf("no network %q", network)
 	}
 	recs := n.fdb.snapshot()
 	out := make([]FDBEntry, 0, len(recs))

@@ -242,7 +242,7 @@ func (s *Switch) AddNetwork(name string) error {
 		return errors.New("network needs a name")
 	}
 	if _, ok := s.networks[name]; ok {
-		return fmt.Errorf("network %q already exists", name)
+		return existsf("network %q already exists", name)
 	}
 	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port)}
 	s.log.Info("network added", "network", name)
@@ -255,7 +255,7 @@ func (s *Switch) RemoveNetwork(name string) error {
 	defer s.mu.Unlock()
 	n, ok := s.networks[name]
 	if !ok {
-		return fmt.Errorf("no network %q", name)
+		return notFoundf("no network %q", name)
 	}
 	if len(n.ports) > 0 {
 		return fmt.Errorf("network %q still has ports %v", name, slices.Sorted(maps.Keys(n.ports)))
@@ -274,17 +274,21 @@ func (s *Switch) AddPort(name, network string) error {
 		return errors.New("switch is closed")
 	}
 	if _, ok := s.ports[name]; ok {
-		return fmt.Errorf("port %s is already in network %s", name, s.ports[name].Network.Name)
+		return existsf("port %s is already in network %s", name, s.ports[name].Network.Name)
 	}
 	n, ok := s.networks[network]
 	if !ok {
-		return fmt.Errorf("port %s: no network %q", name, network)
+		return notFoundf("port %s: no network %q", name, network)
 	}
 	if len(s.ports) >= s.cfg.maxPorts() {
 		return fmt.Errorf("port %s: the switch serves at most %d ports with %d frames per queue; raise `frames`", name, s.cfg.maxPorts(), s.cfg.Umem.NumFrames)
 	}
 	link, err := netlink.LinkByName(name)
 	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return notFoundf("port %s: no such device", name)
+		}
 		return fmt.Errorf("port %s: %w", name, err)
 	}
 	attrs := link.Attrs()
@@ -352,7 +356,7 @@ func (s *Switch) RemovePort(name string) error {
 	defer s.mu.Unlock()
 	p, ok := s.ports[name]
 	if !ok {
-		return fmt.Errorf("no port %s", name)
+		return notFoundf("no port %s", name)
 	}
 	return s.removeLocked(p)
 }

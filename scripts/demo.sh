@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: three hosts, each in its own network namespace behind a veth
-# pair, plugged into xdpswitchd and pinging each other through it. The
-# daemon's counters are printed at the end, and everything is removed.
+# pair, plugged into xdpswitchd. Each gets its address from the daemon's
+# DHCP server (through the switch and the network's host port), then they
+# ping each other and the gateway. The daemon's counters and leases are
+# printed at the end, and everything is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,21 +37,38 @@ for i in 1 2 3; do
 	ip link add "$port" type veth peer name eth0 netns "$ns"
 	ip link set "$port" up
 	ip -n "$ns" link set lo up
-	ip -n "$ns" addr add "10.99.0.$i/24" dev eth0
 	# Frames through AF_XDP carry no checksum-offload state.
 	ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null
 	ip -n "$ns" link set eth0 up
 	ports+=("$port")
-	echo "$h: 10.99.0.$i in namespace $ns, switch port $port"
+	echo "$h: namespace $ns, switch port $port"
 done
+cat >"$work/udhcpc.sh" <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+bound|renew)
+	ip addr flush dev "$interface"
+	ip addr add "$ip/$mask" dev "$interface"
+	echo "$ip" >"$OUT"
+	echo "  lease $ip/$mask router $router dns $dns domain $domain lease ${lease}s"
+	;;
+deconfig) ip addr flush dev "$interface" ;;
+esac
+SCRIPT
+chmod +x "$work/udhcpc.sh"
 
-step "xdpswitchd with one network holding the three ports"
+step "xdpswitchd with one network: the three ports, a gateway and DHCP"
 cat >"$work/xdpswitch.yaml" <<CONF
 run_dir: $work/run
 state_dir: $work/state
 networks:
   - name: demo
     ports: [${ports[0]}, ${ports[1]}, ${ports[2]}]
+    gateway: 10.99.0.1/24
+    dhcp:
+      range: [10.99.0.100, 10.99.0.199]
+      dns: [10.99.0.1]
+      domain: demo.lan
 CONF
 cat "$work/xdpswitch.yaml"
 "$bin" --config "$work/xdpswitch.yaml" >"$work/counters.txt" 2>"$work/daemon.log" &
@@ -59,22 +78,32 @@ for _ in $(seq 100); do
 	kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log"; exit 1; }
 	sleep 0.1
 done
-grep -E "port added|ready" "$work/daemon.log"
+grep -E "host port|port added|ready" "$work/daemon.log"
 
-step "Every host pings every other through the switch"
+step "Each host asks for an address (busybox udhcpc)"
+declare -A addr
+for h in "${hosts[@]}"; do
+	echo "$h:"
+	ip netns exec "xsdemo-$tag-$h" env OUT="$work/$h.ip" \
+		busybox udhcpc -i eth0 -n -q -t 5 -T 1 -s "$work/udhcpc.sh" 2>/dev/null | grep lease
+	addr[$h]=$(cat "$work/$h.ip")
+done
+
+step "Every host pings every other host, and the gateway, through the switch"
 failed=0
-for a in 1 2 3; do
-	for b in 1 2 3; do
+for a in "${hosts[@]}"; do
+	for b in "${hosts[@]}" gw; do
 		[ "$a" = "$b" ] && continue
-		if out=$(ip netns exec "xsdemo-$tag-h$a" ping -c 3 -i 0.2 -W 2 "10.99.0.$b" 2>&1); then
-			echo "h$a -> h$b: $(echo "$out" | grep -E 'packets transmitted')"
+		dst=${addr[$b]:-10.99.0.1}
+		if out=$(ip netns exec "xsdemo-$tag-$a" ping -c 3 -i 0.2 -W 2 "$dst" 2>&1); then
+			echo "$a -> $b ($dst): $(echo "$out" | grep -E 'packets transmitted')"
 		else
-			echo "h$a -> h$b: FAILED"; echo "$out"; failed=1
+			echo "$a -> $b ($dst): FAILED"; echo "$out"; failed=1
 		fi
 	done
 done
 
-step "The daemon's counters"
+step "The daemon's counters and leases"
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" || true
 daemon_pid=

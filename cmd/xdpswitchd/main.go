@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,10 +18,12 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpswitch/xdpswitch/config"
+	"github.com/xdpswitch/xdpswitch/daemon"
 	"github.com/xdpswitch/xdpswitch/dataplane"
 )
 
@@ -79,42 +83,79 @@ func serve(cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	}
 	defer unlock()
 
-	dp := cfg.Dataplane()
-	dp.Logger = log
-	sw, err := dataplane.New(dp)
+	d, err := daemon.Start(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := sw.Close(); err != nil {
+		if err := d.Close(); err != nil {
 			log.Warn("shutdown", "err", err)
 		}
 	}()
-	for _, n := range cfg.Networks {
-		if err := sw.AddNetwork(n.Name); err != nil {
-			return err
+
+	// Deferred after d.Close, so they stop first: no API call lands on a
+	// daemon that is shutting down.
+	apiListener, err := daemon.ListenAPI(cfg.APISocket)
+	if err != nil {
+		return err
+	}
+	stopAPI := serveHTTP(apiListener, d.APIHandler(), log)
+	defer func() {
+		stopAPI()
+		_ = os.Remove(cfg.APISocket)
+	}()
+	if cfg.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
 		}
-		for _, p := range n.Ports {
-			if err := sw.AddPort(p, n.Name); err != nil {
-				return err
-			}
-		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", d.MetricsHandler())
+		defer serveHTTP(ml, mux, log)()
+		log.Info("metrics", "url", "http://"+ml.Addr().String()+"/metrics")
 	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
-	log.Info("xdpswitchd ready", "networks", len(cfg.Networks), "queues", cfg.Queues, "pid", os.Getpid())
+	log.Info("xdpswitchd ready", "networks", len(cfg.Networks), "queues", cfg.Queues, "api", cfg.APISocket, "pid", os.Getpid())
 	for sig := range sigs {
 		if sig == syscall.SIGUSR1 {
-			writeCounters(stdout, sw.Ports())
+			writeState(stdout, d)
 			continue
 		}
 		log.Info("shutting down", "signal", sig.String())
 		break
 	}
-	writeCounters(stdout, sw.Ports())
+	writeState(stdout, d)
 	return nil
+}
+
+// writeState prints the ports' counters and the DHCP leases.
+func writeState(w io.Writer, d *daemon.Daemon) {
+	writeCounters(w, d.Switch().Ports())
+	leases, _ := d.Leases("")
+	if len(leases) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NETWORK\tMAC\tIP\tHOSTNAME\tSTATE\tEXPIRES")
+	for _, l := range leases {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Network, l.MAC, l.IP, l.Hostname, l.State, l.Expiry.Format(time.RFC3339))
+	}
+	tw.Flush()
+}
+
+// serveHTTP serves handler on l until the returned function is called.
+func serveHTTP(l net.Listener, handler http.Handler, log *slog.Logger) (stop func()) {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "addr", l.Addr(), "err", err)
+		}
+	}()
+	return func() { _ = srv.Close() }
 }
 
 // lock takes the run directory's lock file, so that a second daemon with

@@ -44,8 +44,8 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
-// daemon is an xdpswitchd started by a test.
-type daemon struct {
+// runningDaemon is an xdpswitchd started by a test.
+type runningDaemon struct {
 	cmd    *exec.Cmd
 	stdout bytes.Buffer
 	mu     sync.Mutex
@@ -63,9 +63,9 @@ func buildDaemon(t *testing.T) string {
 	return bin
 }
 
-func startDaemon(t *testing.T, bin, config string) *daemon {
+func startDaemon(t *testing.T, bin, config string) *runningDaemon {
 	t.Helper()
-	d := &daemon{cmd: exec.Command(bin, "--config", config), ready: make(chan struct{}), exited: make(chan struct{})}
+	d := &runningDaemon{cmd: exec.Command(bin, "--config", config), ready: make(chan struct{}), exited: make(chan struct{})}
 	d.cmd.Stdout = &d.stdout
 	pipe, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -99,13 +99,13 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 	return d
 }
 
-func (d *daemon) log() string {
+func (d *runningDaemon) log() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.stderr.String()
 }
 
-func (d *daemon) waitReady(t *testing.T) {
+func (d *runningDaemon) waitReady(t *testing.T) {
 	t.Helper()
 	select {
 	case <-d.ready:
@@ -116,7 +116,7 @@ func (d *daemon) waitReady(t *testing.T) {
 	}
 }
 
-func (d *daemon) waitExit(t *testing.T) int {
+func (d *runningDaemon) waitExit(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-d.exited:
@@ -138,7 +138,9 @@ func writeConfig(t *testing.T, runDir string, ports ...string) string {
 }
 
 func TestDaemon(t *testing.T) {
-	testnet.RequireRoot(t)
+	if !testnet.InNamespace(t) {
+		return
+	}
 	bin := buildDaemon(t)
 	var hosts []*testnet.Host
 	var ports []string
@@ -168,7 +170,7 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("second daemon, same run dir: exit %d, log:\n%s", code, second.log())
 	}
 	third := startDaemon(t, bin, writeConfig(t, t.TempDir(), ports[0]))
-	if code := third.waitExit(t); code != 1 || !strings.Contains(third.log(), "already runs XDP program") {
+	if code := third.waitExit(t); code != 1 || !strings.Contains(third.log(), "already runs an XDP program") {
 		t.Errorf("second daemon, same device: exit %d, log:\n%s", code, third.log())
 	}
 	// The refused daemons left the first one's programs alone.
@@ -201,7 +203,9 @@ func TestDaemon(t *testing.T) {
 }
 
 func TestDaemonRefusesMissingDevice(t *testing.T) {
-	testnet.RequireRoot(t)
+	if !testnet.InNamespace(t) {
+		return
+	}
 	bin := buildDaemon(t)
 	h := testnet.NewHost(t, "")
 	d := startDaemon(t, bin, writeConfig(t, t.TempDir(), h.Port, "xsnosuchdev"))

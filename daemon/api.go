@@ -1,0 +1,197 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/xdpswitch/xdpswitch/api"
+	"github.com/xdpswitch/xdpswitch/bpf"
+	"github.com/xdpswitch/xdpswitch/dataplane"
+)
+
+// ListenAPI opens the API's unix socket, readable and writable by root
+// only: whoever can reach it can plug devices into the switch. A socket left
+// by a daemon that died is replaced; one that a live daemon answers on is not.
+func ListenAPI(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("api socket %s: another daemon is answering on it", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("api socket: remove stale %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	return l, nil
+}
+
+// APIHandler serves the control API (see package api) for the daemon.
+func (d *Daemon) APIHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/networks", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, d.apiNetworks())
+	})
+	mux.HandleFunc("GET /v1/ports", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, apiPorts(d.sw.Ports()))
+	})
+	mux.HandleFunc("POST /v1/ports", d.apiAddPort)
+	mux.HandleFunc("DELETE /v1/ports/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.sw.RemovePort(r.PathValue("name")); err != nil {
+			replyError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /v1/fdb", d.apiFDB)
+	mux.HandleFunc("GET /v1/leases", func(w http.ResponseWriter, r *http.Request) {
+		leases, err := d.Leases(r.URL.Query().Get("network"))
+		if err != nil {
+			replyError(w, err)
+			return
+		}
+		out := make([]api.Lease, 0, len(leases))
+		for _, l := range leases {
+			out = append(out, api.Lease{Network: l.Network, MAC: l.MAC.String(), IP: l.IP.String(), Hostname: l.Hostname, State: l.State, Expires: l.Expiry})
+		}
+		reply(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, api.Stats{Ports: apiPorts(d.sw.Ports()), Networks: d.apiNetworks()})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+func (d *Daemon) apiAddPort(w http.ResponseWriter, r *http.Request) {
+	var req api.AddPort
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		reply(w, http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()})
+		return
+	}
+	if req.Name == "" || req.Network == "" {
+		reply(w, http.StatusBadRequest, api.Error{Error: "a port needs a name and a network"})
+		return
+	}
+	if err := d.sw.AddPort(req.Name, req.Network); err != nil {
+		replyError(w, err)
+		return
+	}
+	p, err := d.sw.Port(req.Name)
+	if err != nil {
+		replyError(w, err)
+		return
+	}
+	reply(w, http.StatusCreated, apiPort(p))
+}
+
+func (d *Daemon) apiFDB(w http.ResponseWriter, r *http.Request) {
+	var names []string
+	if n := r.URL.Query().Get("network"); n != "" {
+		names = []string{n}
+	} else {
+		for _, n := range d.sw.Networks() {
+			names = append(names, n.Name)
+		}
+	}
+	out := []api.FDBEntry{}
+	for _, n := range names {
+		entries, err := d.sw.FDB(n)
+		if err != nil {
+			replyError(w, err)
+			return
+		}
+		for _, e := range entries {
+			out = append(out, api.FDBEntry{Network: n, MAC: e.MAC, Port: e.Port, AgeSeconds: e.AgeSeconds})
+		}
+	}
+	reply(w, http.StatusOK, out)
+}
+
+func (d *Daemon) apiNetworks() []api.Network {
+	out := []api.Network{}
+	for _, n := range d.Networks() {
+		an := api.Network{
+			Name:     n.Name,
+			Ports:    n.Ports,
+			Gateway:  n.Gateway,
+			Gateway6: n.Gateway6,
+			NAT:      n.NAT,
+			FDB:      api.FDBStats(n.FDB),
+		}
+		if hp := n.HostPort; hp != nil {
+			an.HostPort = &api.HostPort{Kind: hp.Kind, Host: hp.Host, Switch: hp.Switch, Refused: hp.Refused}
+		}
+		if c := n.DHCP; c != nil {
+			an.DHCP = &api.DHCPStats{
+				Discover: c.Discover, Offer: c.Offer, Request: c.Request, Ack: c.Ack, Nak: c.Nak,
+				Release: c.Release, Decline: c.Decline, Inform: c.Inform, Malformed: c.Malformed,
+				Dropped: c.Dropped, PoolExhausted: c.PoolExhausted,
+			}
+		}
+		out = append(out, an)
+	}
+	return out
+}
+
+func apiPorts(ps []dataplane.PortInfo) []api.Port {
+	out := make([]api.Port, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, apiPort(p))
+	}
+	return out
+}
+
+func apiPort(p dataplane.PortInfo) api.Port {
+	c := p.Counters
+	return api.Port{
+		Name: p.Name, Network: p.Network, Ifindex: p.Ifindex, XDPMode: p.XDPMode, BindMode: p.BindMode, Queues: p.Queues,
+		Counters: api.PortCounters{
+			RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes, TxErrors: c.TxErrors,
+			Drops:         c.Drops,
+			XDPRedirected: c.XDPRedirected, XDPPassed: c.XDPPassed,
+			SocketRxDropped:      c.Socket.RxDropped,
+			SocketRxRingFull:     c.Socket.RxRingFull,
+			SocketFillRingEmpty:  c.Socket.RxFillRingEmptyDescs,
+			SocketTxRingEmpty:    c.Socket.TxRingEmptyDescs,
+			SocketRxInvalidDescs: c.Socket.RxInvalidDescs,
+			SocketTxInvalidDescs: c.Socket.TxInvalidDescs,
+		},
+	}
+}
+
+// replyError answers with the status that fits the switch's refusal.
+func replyError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, dataplane.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, dataplane.ErrExists), errors.Is(err, bpf.ErrDeviceBusy):
+		code = http.StatusConflict
+	}
+	reply(w, code, api.Error{Error: err.Error()})
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,166 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xdpswitch/xdpswitch/api"
+	"github.com/xdpswitch/xdpswitch/internal/testnet"
+)
+
+func TestAPI(t *testing.T) {
+	if !testnet.InNamespace(t) {
+		return
+	}
+	a, b := testnet.NewHost(t, ""), testnet.NewHost(t, "")
+	d := start(t, mustParse(t, fmt.Sprintf(`
+run_dir: %s
+state_dir: %s
+frames: 4096
+networks:
+  - name: lan
+    gateway: 10.85.0.1/24
+    ports: [%s]
+    dhcp: {range: [10.85.0.10, 10.85.0.20]}
+  - name: other
+`, t.TempDir(), t.TempDir(), a.Port)))
+	defer d.Close()
+
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := ListenAPI(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: d.APIHandler()}
+	go srv.Serve(l)
+	defer srv.Close()
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	if _, err := ListenAPI(sock); err == nil || !strings.Contains(err.Error(), "another daemon") {
+		t.Errorf("second listener on a live socket: %v", err)
+	}
+
+	ctx := context.Background()
+	c := api.NewClient(sock)
+	nets, err := c.Networks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 2 || nets[0].HostPort == nil || nets[0].HostPort.Kind != "veth" || nets[0].Gateway != "10.85.0.1/24" || nets[0].DHCP == nil {
+		t.Errorf("networks %+v", nets)
+	}
+
+	// Plug a port in and out through the API.
+	p, err := c.AddPort(ctx, b.Port, "lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != b.Port || p.Network != "lan" || p.XDPMode != "native" {
+		t.Errorf("added port %+v", p)
+	}
+	for _, tc := range []struct {
+		name, network string
+		code          int
+	}{
+		{b.Port, "lan", http.StatusConflict},
+		{b.Port, "other", http.StatusConflict},
+		{"xsnosuchdev", "lan", http.StatusNotFound},
+		{testnet.NewHost(t, "").Port, "nosuchnet", http.StatusNotFound},
+		{"", "lan", http.StatusBadRequest},
+	} {
+		_, err := c.AddPort(ctx, tc.name, tc.network)
+		if se, ok := err.(*api.StatusError); !ok || se.Code != tc.code || se.Message == "" {
+			t.Errorf("AddPort(%q, %q) = %v, want status %d with a message", tc.name, tc.network, err, tc.code)
+		}
+	}
+	// Traffic, then the forwarding database and leases show it.
+	if _, err := dhcp(t, a); err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := c.FDB(ctx, "lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range fdb {
+		found = found || (e.MAC == a.MAC.String() && e.Port == a.Port && e.Network == "lan")
+	}
+	if !found {
+		t.Errorf("fdb %+v lacks %s on %s", fdb, a.MAC, a.Port)
+	}
+	leases, err := c.Leases(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 1 || leases[0].MAC != a.MAC.String() || leases[0].State != "bound" {
+		t.Errorf("leases %+v", leases)
+	}
+	if _, err := c.Leases(ctx, "nosuchnet"); !api.IsNotFound(err) {
+		t.Errorf("leases of an unknown network: %v", err)
+	}
+	if _, err := c.FDB(ctx, "nosuchnet"); !api.IsNotFound(err) {
+		t.Errorf("fdb of an unknown network: %v", err)
+	}
+	st, err := c.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Ports) != 3 || st.Ports[0].Counters.Drops == nil {
+		t.Errorf("stats ports %+v", st.Ports)
+	}
+
+	if err := c.RemovePort(ctx, b.Port); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemovePort(ctx, b.Port); !api.IsNotFound(err) {
+		t.Errorf("removing a removed port: %v", err)
+	}
+
+	// Nonsense gets a JSON error, not a crash.
+	for _, req := range []struct{ method, path, body string }{
+		{"POST", "/v1/ports", "{not json"},
+		{"POST", "/v1/ports", `{"name": "x", "network": "lan", "extra": 1}`},
+		{"GET", "/v1/nothing", ""},
+		{"PUT", "/v1/ports", ""},
+	} {
+		hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return net.Dial("unix", sock)
+		}}}
+		r, _ := http.NewRequest(req.method, "http://x"+req.path, strings.NewReader(req.body))
+		resp, err := hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 400 || !strings.Contains(string(body), `"error"`) {
+			t.Errorf("%s %s: %d %s", req.method, req.path, resp.StatusCode, body)
+		}
+	}
+
+	// Metrics read the same counters.
+	rec := httptest.NewRecorder()
+	d.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m := rec.Body.String()
+	for _, want := range []string{
+		fmt.Sprintf(`xdpswitch_port_rx_packets_total{network="lan",port=%q}`, a.Port),
+		`xdpswitch_port_drops_total{network="lan",port="xss-lan",reason="runt"} 0`,
+		`xdpswitch_fdb_entries{network="lan"}`,
+		`xdpswitch_dhcp_leases{network="lan",state="bound"} 1`,
+		`xdpswitch_dhcp_messages_total{network="lan",type="ack"}`,
+		`xdpswitch_port_socket_total{counter="fill_ring_empty",network="lan"`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

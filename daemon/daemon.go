@@ -1,0 +1,219 @@
+// Package daemon runs the switch as the daemon configures it: the dataplane,
+// and for each network its host port, gateway address, DHCP server and NAT.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpswitch/xdpswitch/config"
+	"github.com/xdpswitch/xdpswitch/dataplane"
+	"github.com/xdpswitch/xdpswitch/dhcpd"
+	"github.com/xdpswitch/xdpswitch/nat"
+	"github.com/xdpswitch/xdpswitch/netdev"
+)
+
+// Daemon is a running switch with its networks' host services.
+type Daemon struct {
+	cfg *config.Config
+	log *slog.Logger
+	sw  *dataplane.Switch
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	nets []*network
+}
+
+type network struct {
+	cfg      config.Network
+	hostPort *netdev.HostPort
+	dhcp     *dhcpd.Server
+	// closers undo, in reverse order, what the network set up on the
+	// host, once its ports are unplugged.
+	closers []func() error
+}
+
+// Start builds the switch and every configured network. On failure
+// everything already made is undone.
+func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	dp := cfg.Dataplane()
+	dp.Logger = log
+	sw, err := dataplane.New(dp)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{cfg: cfg, log: log, sw: sw, ctx: ctx, cancel: cancel}
+	if slices.ContainsFunc(cfg.Networks, func(n config.Network) bool { return n.NAT }) {
+		// Rules left by a daemon that crashed would block ours. The table
+		// belongs to xdpswitch alone, one daemon per host.
+		if err := nat.Cleanup(); err != nil {
+			sw.Close()
+			return nil, err
+		}
+	}
+	for _, n := range cfg.Networks {
+		if err := d.addNetwork(n); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("network %q: %w", n.Name, err)
+		}
+	}
+	return d, nil
+}
+
+// Switch is the dataplane.
+func (d *Daemon) Switch() *dataplane.Switch { return d.sw }
+
+func (d *Daemon) addNetwork(c config.Network) error {
+	if err := d.sw.AddNetwork(c.Name); err != nil {
+		return err
+	}
+	n := &network{cfg: c}
+	d.mu.Lock()
+	d.nets = append(d.nets, n)
+	d.mu.Unlock()
+	if c.Gateway.IsValid() {
+		if err := d.addHostPort(n); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Ports {
+		if err := d.sw.AddPort(p, c.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addHostPort connects the network to the host's stack: a host port whose
+// host side carries the gateway address, and the services listening there.
+func (d *Daemon) addHostPort(n *network) error {
+	c := n.cfg
+	gw := c.Gateway.Prefix
+	hostName, swName := c.HostPortNames()
+	hp, err := netdev.CreateHostPort(hostName, swName)
+	if err != nil {
+		return err
+	}
+	n.hostPort = hp
+	n.closers = append(n.closers, hp.Delete)
+	d.log.Info("host port", "network", c.Name, "kind", hp.Kind, "host", hp.Host, "switch", hp.Switch, "refused", hp.Refused)
+
+	link, err := netlink.LinkByName(hp.Host)
+	if err != nil {
+		return err
+	}
+	if err := addAddr(link, gw); err != nil {
+		return err
+	}
+	if c.Gateway6.IsValid() {
+		if err := addAddr(link, c.Gateway6.Prefix); err != nil {
+			return err
+		}
+	}
+	if err := d.sw.AddPort(hp.Switch, c.Name); err != nil {
+		return err
+	}
+	if c.NAT {
+		m, err := nat.Enable(c.Name, gw.Masked(), hp.Host)
+		if err != nil {
+			return err
+		}
+		n.closers = append(n.closers, m.Close)
+		d.log.Info("NAT", "network", c.Name, "subnet", gw.Masked(), "not_out_of", hp.Host)
+	}
+	if c.DHCP != nil {
+		if err := d.startDHCP(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addAddr(link netlink.Link, p netip.Prefix) error {
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		// The host port is the only device on its segment that can own
+		// the gateway; waiting for duplicate detection only delays it.
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("add %v to %s: %w", p, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func (d *Daemon) startDHCP(n *network) error {
+	c := n.cfg
+	gw := c.Gateway.Prefix
+	cfg := dhcpd.Config{
+		Network:    c.Name,
+		Interface:  n.hostPort.Host,
+		ServerIP:   gw.Addr(),
+		Subnet:     gw.Masked(),
+		RangeStart: c.DHCP.Range[0].Addr,
+		RangeEnd:   c.DHCP.Range[1].Addr,
+		Router:     gw.Addr(),
+		Domain:     c.DHCP.Domain,
+		MTU:        c.DHCP.MTU,
+		LeaseTime:  time.Duration(c.DHCP.LeaseTime),
+		StateDir:   d.cfg.StateDir,
+		Logger:     d.log,
+	}
+	for _, a := range c.DHCP.DNS {
+		cfg.DNS = append(cfg.DNS, a.Addr)
+	}
+	for _, r := range c.DHCP.Reserved {
+		cfg.Reservations = append(cfg.Reservations, dhcpd.Reservation{MAC: r.MAC.HardwareAddr, IP: r.IP.Addr, Hostname: r.Hostname})
+	}
+	srv, err := dhcpd.New(cfg)
+	if err != nil {
+		return err
+	}
+	n.dhcp = srv
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := srv.Serve(d.ctx); err != nil && !errors.Is(err, dhcpd.ErrClosed) {
+			d.log.Error("DHCP server stopped", "network", c.Name, "err", err)
+		}
+	}()
+	return nil
+}
+
+// Close stops the services, unplugs every port (detaching every XDP
+// program), then undoes what each network set up on the host.
+func (d *Daemon) Close() error {
+	d.mu.Lock()
+	nets := d.nets
+	d.nets = nil
+	d.mu.Unlock()
+	var errs []error
+	for _, n := range nets {
+		if n.dhcp != nil {
+			errs = append(errs, n.dhcp.Close())
+		}
+	}
+	d.cancel()
+	d.wg.Wait()
+	errs = append(errs, d.sw.Close())
+	for _, n := range nets {
+		for i := len(n.closers) - 1; i >= 0; i-- {
+			errs = append(errs, n.closers[i]())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MetricsHandler serves the daemon's Prometheus metrics. They are read from
+// the switch at each scrape, so the hot path counts nothing twice.
+func (d *Daemon) MetricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metricsCollector{d},
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+type metricsCollector struct{ d *Daemon }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("xdpswitch_"+name, help, labels, nil)
+}
+
+var (
+	portLabels  = []string{"port", "network"}
+	mRxPackets  = desc("port_rx_packets_total", "Frames the switch took from the port.", portLabels...)
+	mRxBytes    = desc("port_rx_bytes_total", "Bytes the switch took from the port.", portLabels...)
+	mTxPackets  = desc("port_tx_packets_total", "Frames the switch handed to the port's device.", portLabels...)
+	mTxBytes    = desc("port_tx_bytes_total", "Bytes the switch handed to the port's device.", portLabels...)
+	mTxErrors   = desc("port_tx_errors_total", "Transmit kicks the kernel refused.", portLabels...)
+	mDrops      = desc("port_drops_total", "Frames the switch dropped, by reason.", "port", "network", "reason")
+	mXDP        = desc("port_xdp_total", "Verdicts of the port's XDP program: redirected to the switch or passed to the kernel.", "port", "network", "verdict")
+	mRing       = desc("port_socket_total", "The kernel's AF_XDP statistics for the port's sockets.", "port", "network", "counter")
+	mFDBEntries = desc("fdb_entries", "MACs in the network's forwarding database.", "network")
+	mFDBEvents  = desc("fdb_events_total", "Forwarding database changes: learned, moved, aged, and MACs refused because it was full.", "network", "event")
+	mLeases     = desc("dhcp_leases", "DHCP leases by state.", "network", "state")
+	mDHCP       = desc("dhcp_messages_total", "DHCP messages by type, and those dropped.", "network", "type")
+)
+
+func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, p := range c.d.sw.Ports() {
+		k := p.Counters
+		counter(mRxPackets, k.RxPackets, p.Name, p.Network)
+		counter(mRxBytes, k.RxBytes, p.Name, p.Network)
+		counter(mTxPackets, k.TxPackets, p.Name, p.Network)
+		counter(mTxBytes, k.TxBytes, p.Name, p.Network)
+		counter(mTxErrors, k.TxErrors, p.Name, p.Network)
+		for reason, v := range k.Drops {
+			counter(mDrops, v, p.Name, p.Network, reason)
+		}
+		counter(mXDP, k.XDPRedirected, p.Name, p.Network, "redirected")
+		counter(mXDP, k.XDPPassed, p.Name, p.Network, "passed")
+		for name, v := range map[string]uint64{
+			"rx_dropped":       k.Socket.RxDropped,
+			"rx_ring_full":     k.Socket.RxRingFull,
+			"fill_ring_empty":  k.Socket.RxFillRingEmptyDescs,
+			"tx_ring_empty":    k.Socket.TxRingEmptyDescs,
+			"rx_invalid_descs": k.Socket.RxInvalidDescs,
+			"tx_invalid_descs": k.Socket.TxInvalidDescs,
+		} {
+			counter(mRing, v, p.Name, p.Network, name)
+		}
+	}
+	for _, n := range c.d.Networks() {
+		gauge(mFDBEntries, float64(n.FDB.Entries), n.Name)
+		counter(mFDBEvents, n.FDB.Learned, n.Name, "learned")
+		counter(mFDBEvents, n.FDB.Moved, n.Name, "moved")
+		counter(mFDBEvents, n.FDB.Aged, n.Name, "aged")
+		counter(mFDBEvents, n.FDB.Full, n.Name, "full")
+		if m := n.DHCP; m != nil {
+			for typ, v := range map[string]uint64{
+				"discover": m.Discover, "offer": m.Offer, "request": m.Request, "ack": m.Ack,
+				"nak": m.Nak, "release": m.Release, "decline": m.Decline, "inform": m.Inform,
+				"malformed": m.Malformed, "dropped": m.Dropped, "pool_exhausted": m.PoolExhausted,
+			} {
+				counter(mDHCP, v, n.Name, typ)
+			}
+		}
+	}
+	leases, _ := c.d.Leases("")
+	byState := map[[2]string]int{}
+	for _, l := range leases {
+		byState[[2]string{l.Network, l.State}]++
+	}
+	for k, v := range byState {
+		gauge(mLeases, float64(v), k[0], k[1])
+	}
+}

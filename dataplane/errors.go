@@ -1,0 +1,33 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNotFound and ErrExists classify the switch's refusals, so that callers
+// (the API) can tell a missing port or network, or a duplicate, from a
+// failure: check with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+)
+
+// kindError carries a message of its own and a class for errors.Is.
+type kindError struct {
+	msg  string
+	kind error
+	err  error // what caused it, if anything
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+func (e *kindError) Unwrap() error        { return e.err }
+
+func notFoundf(format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrNotFound}
+}
+
+func existsf(format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrExists}
+}
