@@ -1,0 +1,133 @@
+// Package api is the daemon's control API: HTTP with JSON bodies over a unix
+// socket, versioned under /v1/. The daemon serves it; vmctl and scripts use
+// the Client here.
+//
+//	GET    /v1/networks              networks, their host ports and DHCP counters
+//	GET    /v1/ports                 ports with their counters
+//	POST   /v1/ports                 plug a device in: {"name": "tap0", "network": "lan"}
+//	DELETE /v1/ports/{name}          unplug it
+//	GET    /v1/fdb[?network=NAME]    learned MACs
+//	GET    /v1/leases[?network=NAME] DHCP leases
+//	GET    /v1/stats                 counters of ports, forwarding databases and DHCP
+//
+// Errors come back with a fitting status code and {"error": "message"}.
+package api
+
+import (
+	"time"
+)
+
+// DefaultSocket is where the daemon listens unless its config says
+// otherwise (api_socket).
+const DefaultSocket = "/run/xdpswitch/api.sock"
+
+// Error is the body of every failed request.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// AddPort is the body of POST /v1/ports.
+type AddPort struct {
+	Name    string `json:"name"`
+	Network string `json:"network"`
+}
+
+// Port is a port with its counters.
+type Port struct {
+	Name     string       `json:"name"`
+	Network  string       `json:"network"`
+	Ifindex  int          `json:"ifindex"`
+	XDPMode  string       `json:"xdp_mode"`
+	BindMode string       `json:"bind_mode"`
+	Queues   int          `json:"queues"`
+	Counters PortCounters `json:"counters"`
+}
+
+// PortCounters are a port's counts. Rx is what the switch took from the
+// port, Tx what it handed to the port's device.
+type PortCounters struct {
+	RxPackets uint64            `json:"rx_packets"`
+	RxBytes   uint64            `json:"rx_bytes"`
+	TxPackets uint64            `json:"tx_packets"`
+	TxBytes   uint64            `json:"tx_bytes"`
+	TxErrors  uint64            `json:"tx_errors"`
+	Drops     map[string]uint64 `json:"drops"`
+	// The XDP program's verdicts, and the kernel's AF_XDP statistics.
+	XDPRedirected        uint64 `json:"xdp_redirected"`
+	XDPPassed            uint64 `json:"xdp_passed"`
+	SocketRxDropped      uint64 `json:"socket_rx_dropped"`
+	SocketRxRingFull     uint64 `json:"socket_rx_ring_full"`
+	SocketFillRingEmpty  uint64 `json:"socket_fill_ring_empty"`
+	SocketTxRingEmpty    uint64 `json:"socket_tx_ring_empty"`
+	SocketRxInvalidDescs uint64 `json:"socket_rx_invalid_descs"`
+	SocketTxInvalidDescs uint64 `json:"socket_tx_invalid_descs"`
+}
+
+// Network is a network as the daemon runs it.
+type Network struct {
+	Name     string     `json:"name"`
+	Ports    []string   `json:"ports"`
+	Gateway  string     `json:"gateway,omitempty"`
+	Gateway6 string     `json:"gateway6,omitempty"`
+	NAT      bool       `json:"nat"`
+	HostPort *HostPort  `json:"host_port,omitempty"`
+	FDB      FDBStats   `json:"fdb"`
+	DHCP     *DHCPStats `json:"dhcp,omitempty"`
+}
+
+// HostPort is the network's link to the host's stack: which kind of
+// device it got, and why the preferred kinds were refused.
+type HostPort struct {
+	Kind    string   `json:"kind"`
+	Host    string   `json:"host"`
+	Switch  string   `json:"switch"`
+	Refused []string `json:"refused,omitempty"`
+}
+
+// FDBStats counts a forwarding database's changes.
+type FDBStats struct {
+	Entries int    `json:"entries"`
+	Learned uint64 `json:"learned"`
+	Moved   uint64 `json:"moved"`
+	Aged    uint64 `json:"aged"`
+	Full    uint64 `json:"full"`
+}
+
+// DHCPStats counts a DHCP server's messages.
+type DHCPStats struct {
+	Discover      uint64 `json:"discover"`
+	Offer         uint64 `json:"offer"`
+	Request       uint64 `json:"request"`
+	Ack           uint64 `json:"ack"`
+	Nak           uint64 `json:"nak"`
+	Release       uint64 `json:"release"`
+	Decline       uint64 `json:"decline"`
+	Inform        uint64 `json:"inform"`
+	Malformed     uint64 `json:"malformed"`
+	Dropped       uint64 `json:"dropped"`
+	PoolExhausted uint64 `json:"pool_exhausted"`
+}
+
+// FDBEntry is one learned MAC.
+type FDBEntry struct {
+	Network    string  `json:"network"`
+	MAC        string  `json:"mac"`
+	Port       string  `json:"port"`
+	AgeSeconds float64 `json:"age_seconds"`
+}
+
+// Lease is one DHCP lease.
+type Lease struct {
+	Network  string    `json:"network"`
+	MAC      string    `json:"mac"`
+	IP       string    `json:"ip"`
+	Hostname string    `json:"hostname,omitempty"`
+	State    string    `json:"state"`
+	Expires  time.Time `json:"expires"`
+}
+
+// Stats is everything the switch counts.
+type Stats struct {
+	Ports    []Port    `json:"ports"`
+	Networks []Network `json:"networks"`
+}
