@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,6 +97,7 @@ frames: 4096
 networks:
   - name: %s
     gateway: 10.83.0.1/24
+    gateway6: fd00:83::1/64
     nat: true
     ports: [%s, %s, %s]
     dhcp:
@@ -123,6 +125,22 @@ networks:
 
 	if !natTable(t) {
 		t.Error("no nftables table for the network with nat: true")
+	}
+	hostSide, _ := cfg.Networks[0].HostPortNames()
+	link, err := netlink.LinkByName(hostSide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var have []string
+	for _, a := range addrs {
+		have = append(have, a.IPNet.String())
+	}
+	if !slices.Contains(have, "10.83.0.1/24") || !slices.Contains(have, "fd00:83::1/64") {
+		t.Errorf("host side %s has %v, want both gateways", hostSide, have)
 	}
 	st := d.Networks()
 	if !st[0].NAT || st[1].NAT {
