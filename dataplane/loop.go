@@ -182,11 +182,12 @@ func (l *loop) receive(p *loopPort, now int64) int {
 		case !ok:
 			p.ctr.drop(reason)
 			l.pool.release(d.Addr)
-		case !flood && l.ports[out] != nil:
+		case !flood && int(out) < len(l.ports) && l.ports[out] != nil:
 			l.enqueue(l.ports[out], d)
 		default:
-			// Flood; also an FDB entry whose port has just left this
-			// loop, which is about to be flushed.
+			// Flood; also for an FDB entry whose port another loop has
+			// learned but this one has not added yet, or has just
+			// removed and is about to be flushed.
 			l.flood(p, d, f)
 		}
 	}

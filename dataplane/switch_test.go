@@ -231,6 +231,23 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// TestFDBEntryForPortLoopLacks: with several loops, one can learn a MAC on
+// a port that another has not added yet. That loop must flood, not index
+// past its port table.
+func TestFDBEntryForPortLoopLacks(t *testing.T) {
+	sw := testSwitch(t, "lan")
+	hosts := plug(t, sw, "lan", "10.86.0.1/24", "10.86.0.2/24")
+	var l learning
+	l.add(macKey(hosts[1].MAC), 50)
+	fdb := sw.networks["lan"].fdb
+	fdb.apply(&l, clock())
+	// No ARP first: the very first frame is unicast to that MAC.
+	hosts[0].Run(t, "ip", "neigh", "replace", hosts[1].IP.String(), "lladdr", hosts[1].MAC.String(), "dev", "eth0", "nud", "permanent")
+	if err := hosts[0].Ping(hosts[1].IP.String(), 2); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestNetworksAreIsolated(t *testing.T) {
 	sw := testSwitch(t, "red", "blue")
 	// Both networks use the same addresses: any leak would answer ARP from
