@@ -51,7 +51,12 @@ func (d *Daemon) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/ports", d.apiAddPort)
 	mux.HandleFunc("DELETE /v1/ports/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.sw.RemovePort(r.PathValue("name")); err != nil {
+		name := r.PathValue("name")
+		if network, ok := d.hostPortNetwork(name); ok {
+			reply(w, http.StatusConflict, api.Error{Error: fmt.Sprintf("port %s is network %s's host port; it goes with the network", name, network)})
+			return
+		}
+		if err := d.sw.RemovePort(name); err != nil {
 			replyError(w, err)
 			return
 		}
@@ -184,7 +189,7 @@ func replyError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, dataplane.ErrNotFound):
 		code = http.StatusNotFound
-	case errors.Is(err, dataplane.ErrExists), errors.Is(err, bpf.ErrDeviceBusy):
+	case errors.Is(err, dataplane.ErrExists), errors.Is(err, dataplane.ErrInUse), errors.Is(err, bpf.ErrDeviceBusy):
 		code = http.StatusConflict
 	}
 	reply(w, code, api.Error{Error: err.Error()})

@@ -118,6 +118,12 @@ networks:
 		t.Errorf("stats ports %+v", st.Ports)
 	}
 
+	if err := c.RemovePort(ctx, "xss-lan"); err == nil || !strings.Contains(err.Error(), "host port") {
+		t.Errorf("removing the host port through the API: %v", err)
+	}
+	if _, err := c.AddPort(ctx, "xsh-lan", "other"); err == nil || err.(*api.StatusError).Code != http.StatusConflict || !strings.Contains(err.Error(), "cut the host off") {
+		t.Errorf("plugging in a device with host addresses: %v", err)
+	}
 	if err := c.RemovePort(ctx, b.Port); err != nil {
 		t.Fatal(err)
 	}

@@ -112,6 +112,12 @@ func (d *Daemon) addHostPort(n *network) error {
 	n.closers = append(n.closers, hp.Delete)
 	d.log.Info("host port", "network", c.Name, "kind", hp.Kind, "host", hp.Host, "switch", hp.Switch, "refused", hp.Refused)
 
+	// Plugged in before the gateway address goes on: for a single netkit
+	// device the host side is the switch port, and the switch refuses
+	// devices the host has addresses on.
+	if err := d.sw.AddPort(hp.Switch, c.Name); err != nil {
+		return err
+	}
 	link, err := netlink.LinkByName(hp.Host)
 	if err != nil {
 		return err
@@ -123,9 +129,6 @@ func (d *Daemon) addHostPort(n *network) error {
 		if err := addAddr(link, c.Gateway6.Prefix); err != nil {
 			return err
 		}
-	}
-	if err := d.sw.AddPort(hp.Switch, c.Name); err != nil {
-		return err
 	}
 	if c.NAT {
 		m, err := nat.Enable(c.Name, gw.Masked(), hp.Host)

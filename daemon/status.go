@@ -84,3 +84,15 @@ func (d *Daemon) Leases(network string) ([]NetworkLease, error) {
 	}
 	return out, nil
 }
+
+// hostPortNetwork tells whether a port is a network's host port, and whose.
+func (d *Daemon) hostPortNetwork(port string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, n := range d.nets {
+		if n.hostPort != nil && n.hostPort.Switch == port {
+			return n.cfg.Name, true
+		}
+	}
+	return "", false
+}

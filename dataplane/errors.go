@@ -11,6 +11,8 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
+	// ErrInUse refuses a device the host itself uses.
+	ErrInUse = errors.New("in use")
 )
 
 // kindError carries a message of its own and a class for errors.Is.
@@ -30,4 +32,8 @@ func notFoundf(format string, args ...any) error {
 
 func existsf(format string, args ...any) error {
 	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrExists}
+}
+
+func inUsef(format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrInUse}
 }

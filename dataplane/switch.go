@@ -292,6 +292,18 @@ func (s *Switch) AddPort(name, network string) error {
 		return fmt.Errorf("port %s: %w", name, err)
 	}
 	attrs := link.Attrs()
+	// The port program takes every frame the device receives: plugging in
+	// a device the host has addresses on (its uplink, say) would cut the
+	// host off it.
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if a.IP.IsGlobalUnicast() {
+			return inUsef("port %s: the host uses the device (it has address %v); plugging it in would cut the host off it", name, a.IPNet)
+		}
+	}
 	if attrs.NumRxQueues < s.cfg.Queues {
 		return fmt.Errorf("port %s has %d rx queues; the switch runs %d (config `queues`), and each port needs that many", name, attrs.NumRxQueues, s.cfg.Queues)
 	}
