@@ -662,11 +662,16 @@ func TestServeLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	conn := listen()
+	serving := func() bool {
+		s.connMu.Lock()
+		defer s.connMu.Unlock()
+		return s.conn != nil
+	}
 	go func() { done <- s.ServeConn(ctx, conn) }()
-	testnet.Eventually(t, 5*time.Second, "Serve to start", func() bool {
-		err := s.ServeConn(context.Background(), listen())
-		return err != nil && strings.Contains(err.Error(), "already serving")
-	})
+	testnet.Eventually(t, 5*time.Second, "Serve to start", serving)
+	if err := s.ServeConn(context.Background(), listen()); err == nil || !strings.Contains(err.Error(), "already serving") {
+		t.Fatalf("second Serve: %v, want already serving", err)
+	}
 	// It reads and handles what arrives on the conn it was given.
 	client := listen()
 	defer client.Close()
@@ -686,11 +691,7 @@ func TestServeLifecycle(t *testing.T) {
 
 	// Close ends Serve with nil too, and later Serve calls fail.
 	go func() { done <- s.ServeConn(context.Background(), listen()) }()
-	testnet.Eventually(t, 5*time.Second, "Serve to start", func() bool {
-		s.connMu.Lock()
-		defer s.connMu.Unlock()
-		return s.conn != nil
-	})
+	testnet.Eventually(t, 5*time.Second, "Serve to start", serving)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

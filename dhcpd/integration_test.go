@@ -172,8 +172,6 @@ func (w *world) udhcpc(h *testnet.Host, extra ...string) map[string]string {
 	return env
 }
 
-func leaseFor(s *Server, hw net.HardwareAddr) (Lease, bool) { return leaseOf(s, hw) }
-
 func TestUdhcpcGetsLease(t *testing.T) {
 	w := newWorld(t, 1)
 	cfg := w.config()
@@ -196,7 +194,7 @@ func TestUdhcpcGetsLease(t *testing.T) {
 			t.Errorf("$%s = %q, want %q", k, env[k], v)
 		}
 	}
-	l, ok := leaseFor(s, h.MAC)
+	l, ok := leaseOf(s, h.MAC)
 	if !ok || l.IP != got || l.State != StateBound {
 		t.Fatalf("server lease for %v: %+v (ok %v), client has %v", h.MAC, l, ok, got)
 	}
@@ -255,7 +253,7 @@ func TestUdhcpcRestartKeepsAddress(t *testing.T) {
 	}
 
 	s2 := newServer(t, cfg)
-	if l, ok := leaseFor(s2, h.MAC); !ok || l.IP.String() != first {
+	if l, ok := leaseOf(s2, h.MAC); !ok || l.IP.String() != first {
 		t.Fatalf("restarted server lease for the client: %+v, want %s", l, first)
 	}
 	w.serve(s2)
@@ -356,7 +354,7 @@ func TestUdhcpcRenewAndRelease(t *testing.T) {
 	// nothing; in the foreground with -R it releases on SIGTERM.
 	c := w.startUdhcpc(h, "-R")
 	got := c.waitLine("DHCPENV bound ip=")
-	first, ok := leaseFor(s, h.MAC)
+	first, ok := leaseOf(s, h.MAC)
 	if !ok || first.IP.String() != got {
 		t.Fatalf("server lease %+v, client has %s", first, got)
 	}
@@ -368,7 +366,7 @@ func TestUdhcpcRenewAndRelease(t *testing.T) {
 	if renewed := c.waitLine("DHCPENV renew ip="); renewed != got {
 		t.Fatalf("renew gave %s, want %s", renewed, got)
 	}
-	if l, _ := leaseFor(s, h.MAC); !l.Expiry.After(first.Expiry) {
+	if l, _ := leaseOf(s, h.MAC); !l.Expiry.After(first.Expiry) {
 		t.Fatalf("renew did not extend the lease: %v then %v", first.Expiry, l.Expiry)
 	}
 
@@ -379,7 +377,7 @@ func TestUdhcpcRenewAndRelease(t *testing.T) {
 		t.Fatalf("udhcpc did not exit on SIGTERM:\n%s", c.output())
 	}
 	testnet.Eventually(t, 10*time.Second, "the released lease to disappear", func() bool {
-		_, ok := leaseFor(s, h.MAC)
+		_, ok := leaseOf(s, h.MAC)
 		return !ok
 	})
 	if cs := s.Counters(); cs.Release != 1 || cs.Ack != 2 {
@@ -428,7 +426,7 @@ func TestGarbageThenLease(t *testing.T) {
 	h.Run(t, "ip", "addr", "flush", "dev", "eth0")
 
 	env := w.udhcpc(h)
-	if l, ok := leaseFor(s, h.MAC); !ok || l.IP.String() != env["ip"] {
+	if l, ok := leaseOf(s, h.MAC); !ok || l.IP.String() != env["ip"] {
 		t.Fatalf("no lease after garbage: %+v", l)
 	}
 }

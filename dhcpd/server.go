@@ -39,9 +39,15 @@ const (
 // server sees without turning on debug logs.
 type Counters struct {
 	Discover, Offer, Request, Ack, Nak, Release, Decline, Inform uint64
-	Malformed                                                    uint64 // unparseable, not a BOOTREQUEST, no message type, not Ethernet
-	Dropped                                                      uint64 // well-formed but not answerable here (relayed, wrong type, incomplete REQUEST)
-	PoolExhausted                                                uint64 // DISCOVERs left unanswered because no address was free
+
+	// Malformed counts packets that are unparseable, not a BOOTREQUEST,
+	// without a message type, or not from an Ethernet client.
+	Malformed uint64
+	// Dropped counts well-formed messages this server does not answer:
+	// relayed ones, server-only types, a REQUEST that names no address.
+	Dropped uint64
+	// PoolExhausted counts DISCOVERs left unanswered for want of an address.
+	PoolExhausted uint64
 }
 
 type counters struct {
