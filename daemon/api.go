@@ -189,7 +189,8 @@ func replyError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, dataplane.ErrNotFound):
 		code = http.StatusNotFound
-	case errors.Is(err, dataplane.ErrExists), errors.Is(err, dataplane.ErrInUse), errors.Is(err, bpf.ErrDeviceBusy):
+	case errors.Is(err, dataplane.ErrExists), errors.Is(err, dataplane.ErrInUse), errors.Is(err, dataplane.ErrUnfit),
+		errors.Is(err, bpf.ErrDeviceBusy):
 		code = http.StatusConflict
 	}
 	reply(w, code, api.Error{Error: err.Error()})

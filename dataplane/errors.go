@@ -13,6 +13,9 @@ var (
 	ErrExists   = errors.New("already exists")
 	// ErrInUse refuses a device the host itself uses.
 	ErrInUse = errors.New("in use")
+	// ErrUnfit refuses a device the switch cannot serve as configured
+	// (too few queues, an MTU larger than its frames, no frames left).
+	ErrUnfit = errors.New("unfit")
 )
 
 // kindError carries a message of its own and a class for errors.Is.
@@ -36,4 +39,8 @@ func existsf(format string, args ...any) error {
 
 func inUsef(format string, args ...any) error {
 	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrInUse}
+}
+
+func unfitf(format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrUnfit}
 }

@@ -281,7 +281,7 @@ func (s *Switch) AddPort(name, network string) error {
 		return notFoundf("port %s: no network %q", name, network)
 	}
 	if len(s.ports) >= s.cfg.maxPorts() {
-		return fmt.Errorf("port %s: the switch serves at most %d ports with %d frames per queue; raise `frames`", name, s.cfg.maxPorts(), s.cfg.Umem.NumFrames)
+		return unfitf("port %s: the switch serves at most %d ports with %d frames per queue; raise `frames`", name, s.cfg.maxPorts(), s.cfg.Umem.NumFrames)
 	}
 	link, err := netlink.LinkByName(name)
 	if err != nil {
@@ -305,10 +305,10 @@ func (s *Switch) AddPort(name, network string) error {
 		}
 	}
 	if attrs.NumRxQueues < s.cfg.Queues {
-		return fmt.Errorf("port %s has %d rx queues; the switch runs %d (config `queues`), and each port needs that many", name, attrs.NumRxQueues, s.cfg.Queues)
+		return unfitf("port %s has %d rx queues; the switch runs %d (config `queues`), and each port needs that many", name, attrs.NumRxQueues, s.cfg.Queues)
 	}
 	if room := s.cfg.Umem.FrameSize - xdpPacketHeadroom - s.cfg.Umem.Headroom; attrs.MTU+18 > room {
-		return fmt.Errorf("port %s has MTU %d; frames of size %d hold at most MTU %d", name, attrs.MTU, s.cfg.Umem.FrameSize, room-18)
+		return unfitf("port %s has MTU %d; frames of size %d hold at most MTU %d", name, attrs.MTU, s.cfg.Umem.FrameSize, room-18)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("port %s: set up: %w", name, err)
