@@ -8,7 +8,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 FUZZTIME    ?= 10s
 FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse ./dhcpd:FuzzHandleBytes
 
-.PHONY: all deps generate build test unit fuzz lint demo clean
+.PHONY: all deps generate build test unit fuzz lint demo demo-netns clean
 
 all: build
 
@@ -42,7 +42,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# Two QEMU guests attached to the switch with vmctl while they run.
 demo: deps build
+	$(GO) run ./internal/demo
+
+# The same story with network namespaces instead of guests: seconds, not
+# minutes.
+demo-netns: deps build
 	scripts/demo.sh
 
 clean:
