@@ -12,8 +12,11 @@ FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse ./dhcpd:FuzzHandleBy
 
 all: build
 
+# System packages, and the Debian kernel the test and demo guests boot
+# (cached in build/guest; fetched here, outside any test's namespace).
 deps:
 	@scripts/deps.sh
+	@scripts/guest-kernel.sh build/guest/kernel
 
 # Rebuild the BPF objects and their Go bindings (committed, so that a
 # plain build needs no clang).

@@ -160,14 +160,17 @@ func qmpDevices(t *testing.T, socket string) []string {
 }
 
 func TestGuestsThroughTheSwitch(t *testing.T) {
-	if !testnet.InNamespace(t) {
-		return
-	}
-	daemonBin, vmctlBin := build(t, "cmd/xdpswitchd"), build(t, "cmd/vmctl")
+	// The image is built before entering the test's namespace: the first
+	// build downloads Debian's kernel package, which a fresh namespace
+	// cannot reach.
 	img, err := guest.Build(filepath.Join(repoRoot(t), "build", "guest"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !testnet.InNamespace(t) {
+		return
+	}
+	daemonBin, vmctlBin := build(t, "cmd/xdpswitchd"), build(t, "cmd/vmctl")
 	run := t.TempDir()
 	sock := filepath.Join(run, "api.sock")
 	config := filepath.Join(run, "xdpswitch.yaml")

@@ -183,6 +183,12 @@ func qemuTapFDs(t *testing.T, vm *guest.VM, tap string) int {
 // TestGuest attaches NICs to a real QEMU guest and detaches them, and
 // makes attaches fail against it, with a fake daemon API in front.
 func TestGuest(t *testing.T) {
+	// Built before entering the test's namespace: the first build
+	// downloads Debian's kernel package, which a fresh namespace cannot
+	// reach.
+	if _, err := guest.Build(filepath.Join("..", "build", "guest")); err != nil {
+		t.Fatal(err)
+	}
 	if !testnet.InNamespace(t) {
 		return
 	}
