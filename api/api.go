@@ -30,17 +30,31 @@ type Error struct {
 type AddPort struct {
 	Name    string `json:"name"`
 	Network string `json:"network"`
+	// MAC is the address of the NIC behind the port (a VM's virtio-net).
+	MAC string `json:"mac,omitempty"`
+	// Security restricts the port to its own MAC and addresses; on by
+	// default when MAC is given.
+	Security *bool `json:"security,omitempty"`
+	// IPv4 addresses and IPv6 prefixes the port may use besides its DHCP
+	// leases and link-local addresses.
+	IPv4 []string `json:"ipv4,omitempty"`
+	IPv6 []string `json:"ipv6,omitempty"`
 }
 
 // Port is a port with its counters.
 type Port struct {
-	Name     string       `json:"name"`
-	Network  string       `json:"network"`
-	Ifindex  int          `json:"ifindex"`
-	XDPMode  string       `json:"xdp_mode"`
-	BindMode string       `json:"bind_mode"`
-	Queues   int          `json:"queues"`
-	Counters PortCounters `json:"counters"`
+	Name     string `json:"name"`
+	Network  string `json:"network"`
+	Ifindex  int    `json:"ifindex"`
+	XDPMode  string `json:"xdp_mode"`
+	BindMode string `json:"bind_mode"`
+	Queues   int    `json:"queues"`
+	MAC      string `json:"mac,omitempty"`
+	Security bool   `json:"security"`
+	// AllowedIPv4 are the addresses a secured port may send from
+	// (configured and leased); none means any, until a lease is granted.
+	AllowedIPv4 []string     `json:"allowed_ipv4,omitempty"`
+	Counters    PortCounters `json:"counters"`
 }
 
 // PortCounters are a port's counts. Rx is what the switch took from the

@@ -108,8 +108,13 @@ func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 
 // AddPort plugs the named device into a network.
 func (c *Client) AddPort(ctx context.Context, name, network string) (Port, error) {
+	return c.AddPortWith(ctx, AddPort{Name: name, Network: network})
+}
+
+// AddPortWith plugs a device in with everything AddPort can say.
+func (c *Client) AddPortWith(ctx context.Context, req AddPort) (Port, error) {
 	var out Port
-	return out, c.do(ctx, http.MethodPost, "/v1/ports", AddPort{Name: name, Network: network}, &out)
+	return out, c.do(ctx, http.MethodPost, "/v1/ports", req, &out)
 }
 
 // RemovePort unplugs a port.

@@ -58,8 +58,8 @@ type FDB struct {
 
 // Network is one isolated L2 segment and the devices plugged into it.
 type Network struct {
-	Name  string   `yaml:"name"`
-	Ports []string `yaml:"ports"`
+	Name  string `yaml:"name"`
+	Ports []Port `yaml:"ports"`
 	// Gateway is the host's address on the network (10.10.0.1/24). With
 	// it the network gets a host port that carries it.
 	Gateway Prefix `yaml:"gateway"`
@@ -69,6 +69,38 @@ type Network struct {
 	DHCP *DHCP `yaml:"dhcp"`
 	// NAT masquerades the subnet out of the host's other interfaces.
 	NAT bool `yaml:"nat"`
+}
+
+// Port is a device plugged in at start. In YAML either just its name, or a
+// mapping that also gives the MAC of the NIC behind it, for port security.
+type Port struct {
+	Name string `yaml:"name"`
+	MAC  MAC    `yaml:"mac"`
+	// Security restricts what the port may send to its own MAC and
+	// addresses; on by default when a MAC is given.
+	Security *bool `yaml:"security"`
+	// IPv4 addresses and IPv6 prefixes the port may use besides its DHCP
+	// leases and link-local addresses.
+	IPv4 []Addr   `yaml:"ipv4"`
+	IPv6 []Prefix `yaml:"ipv6"`
+}
+
+// UnmarshalYAML accepts a bare device name as well as a mapping.
+func (p *Port) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		p.Name = n.Value
+		return nil
+	}
+	type plain Port
+	return n.Decode((*plain)(p))
+}
+
+// Secured tells whether port security applies to the port.
+func (p *Port) Secured() bool {
+	if p.Security != nil {
+		return *p.Security
+	}
+	return p.MAC.HardwareAddr != nil
 }
 
 // HostPortNames are the devices of a network's host port: the host side
@@ -284,13 +316,16 @@ func (c *Config) Check() error {
 			bad("network %q: %v", n.Name, err)
 		}
 		for _, p := range n.Ports {
-			if err := checkDeviceName(p); err != nil {
-				bad("network %q: port %q: %v", n.Name, p, err)
+			if err := checkDeviceName(p.Name); err != nil {
+				bad("network %q: port %q: %v", n.Name, p.Name, err)
 			}
-			if other, dup := ports[p]; dup {
-				bad("network %q: port %q is already in network %q", n.Name, p, other)
+			if other, dup := ports[p.Name]; dup {
+				bad("network %q: port %q is already in network %q", n.Name, p.Name, other)
 			}
-			ports[p] = n.Name
+			if p.Secured() && p.MAC.HardwareAddr == nil {
+				bad("network %q: port %q: security needs the mac of the NIC behind the port", n.Name, p.Name)
+			}
+			ports[p.Name] = n.Name
 		}
 	}
 	return errors.Join(errs...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -96,7 +97,12 @@ func (d *Daemon) apiAddPort(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, api.Error{Error: "a port needs a name and a network"})
 		return
 	}
-	if err := d.sw.AddPort(req.Name, req.Network); err != nil {
+	opts, err := portOptionsFromAPI(req)
+	if err != nil {
+		reply(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+		return
+	}
+	if err := d.sw.AddPort(req.Name, req.Network, opts); err != nil {
 		replyError(w, err)
 		return
 	}
@@ -106,6 +112,36 @@ func (d *Daemon) apiAddPort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, http.StatusCreated, apiPort(p))
+}
+
+func portOptionsFromAPI(req api.AddPort) (dataplane.PortOptions, error) {
+	var o dataplane.PortOptions
+	if req.MAC != "" {
+		mac, err := net.ParseMAC(req.MAC)
+		if err != nil || len(mac) != 6 {
+			return o, fmt.Errorf("mac %q is not a MAC address", req.MAC)
+		}
+		o.MAC = mac
+	}
+	o.Security = o.MAC != nil
+	if req.Security != nil {
+		o.Security = *req.Security
+	}
+	for _, s := range req.IPv4 {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return o, fmt.Errorf("ipv4 %q is not an IPv4 address", s)
+		}
+		o.IPv4 = append(o.IPv4, a)
+	}
+	for _, s := range req.IPv6 {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is6() {
+			return o, fmt.Errorf("ipv6 %q is not an IPv6 prefix", s)
+		}
+		o.IPv6 = append(o.IPv6, p.Masked())
+	}
+	return o, nil
 }
 
 func (d *Daemon) apiFDB(w http.ResponseWriter, r *http.Request) {
@@ -169,6 +205,7 @@ func apiPort(p dataplane.PortInfo) api.Port {
 	c := p.Counters
 	return api.Port{
 		Name: p.Name, Network: p.Network, Ifindex: p.Ifindex, XDPMode: p.XDPMode, BindMode: p.BindMode, Queues: p.Queues,
+		MAC: p.MAC, Security: p.Security, AllowedIPv4: p.AllowedIPv4,
 		Counters: api.PortCounters{
 			RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes, TxErrors: c.TxErrors,
 			Drops:         c.Drops,

@@ -71,7 +71,48 @@ func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}
 	}
+	d.wg.Add(1)
+	go d.syncLeases()
 	return d, nil
+}
+
+// leaseSync is how often the switch learns which addresses the secured
+// ports' MACs hold leases for. Until the first sync after a lease, a port
+// may still send from any address, as it could before it had one.
+const leaseSync = 500 * time.Millisecond
+
+// syncLeases hands the DHCP servers' bound leases to the switch for port
+// security. Polling keeps the DHCP server unaware of the switch, and
+// expiry, which happens by time alone, needs no event.
+func (d *Daemon) syncLeases() {
+	defer d.wg.Done()
+	tick := time.NewTicker(leaseSync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		d.mu.Lock()
+		nets := slices.Clone(d.nets)
+		d.mu.Unlock()
+		for _, n := range nets {
+			if n.dhcp == nil {
+				continue
+			}
+			bound := map[string][]netip.Addr{}
+			for _, l := range n.dhcp.Leases() {
+				if l.State == dhcpd.StateBound && l.Expiry.After(now) {
+					bound[l.MAC.String()] = append(bound[l.MAC.String()], l.IP)
+				}
+			}
+			if err := d.sw.SetLeases(n.cfg.Name, bound); err != nil {
+				d.log.Warn("lease sync", "network", n.cfg.Name, "err", err)
+			}
+		}
+	}
 }
 
 // Switch is the dataplane.
@@ -91,11 +132,22 @@ func (d *Daemon) addNetwork(c config.Network) error {
 		}
 	}
 	for _, p := range c.Ports {
-		if err := d.sw.AddPort(p, c.Name); err != nil {
+		if err := d.sw.AddPort(p.Name, c.Name, portOptions(p)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func portOptions(p config.Port) dataplane.PortOptions {
+	o := dataplane.PortOptions{MAC: p.MAC.HardwareAddr, Security: p.Secured()}
+	for _, a := range p.IPv4 {
+		o.IPv4 = append(o.IPv4, a.Addr)
+	}
+	for _, pr := range p.IPv6 {
+		o.IPv6 = append(o.IPv6, pr.Prefix)
+	}
+	return o
 }
 
 // addHostPort connects the network to the host's stack: a host port whose
@@ -115,7 +167,7 @@ func (d *Daemon) addHostPort(n *network) error {
 	// Plugged in before the gateway address goes on: for a single netkit
 	// device the host side is the switch port, and the switch refuses
 	// devices the host has addresses on.
-	if err := d.sw.AddPort(hp.Switch, c.Name); err != nil {
+	if err := d.sw.AddPort(hp.Switch, c.Name, dataplane.PortOptions{}); err != nil {
 		return err
 	}
 	link, err := netlink.LinkByName(hp.Host)

@@ -99,7 +99,7 @@ networks:
     gateway: 10.83.0.1/24
     gateway6: fd00:83::1/64
     nat: true
-    ports: [%s, %s, %s]
+    ports: [{name: %s, mac: "%s"}, %s, %s]
     dhcp:
       range: [10.83.0.100, 10.83.0.110]
       dns: [10.83.0.1]
@@ -113,7 +113,7 @@ networks:
     ports: [%s, %s, %s]
     dhcp:
       range: [10.84.0.10, 10.84.0.11]
-`, t.TempDir(), stateDir, lan, a.Port, b.Port, reserved.Port, reserved.MAC, tiny, e1.Port, e2.Port, e3.Port)
+`, t.TempDir(), stateDir, lan, a.Port, a.MAC, b.Port, reserved.Port, reserved.MAC, tiny, e1.Port, e2.Port, e3.Port)
 	cfg := mustParse(t, yaml)
 	d := start(t, cfg)
 	closed := false
@@ -176,6 +176,11 @@ networks:
 	if lr[0] != "10.83.0.50" {
 		t.Errorf("reserved host got %s, want 10.83.0.50", lr[0])
 	}
+	// a's port is secured: once the lease is synced it may only use it.
+	testnet.Eventually(t, 5*time.Second, "the lease to reach port security", func() bool {
+		p, err := d.Switch().Port(a.Port)
+		return err == nil && p.Security && len(p.AllowedIPv4) == 1 && p.AllowedIPv4[0] == la[0]
+	})
 	// Through the switch to the gateway, the host's own stack.
 	if err := a.Ping("10.83.0.1", 2); err != nil {
 		t.Fatal(err)

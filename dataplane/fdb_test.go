@@ -9,7 +9,7 @@ import (
 func decideOne(fdb *FDB, frame []byte, in uint32, now int64) (uint32, bool, DropReason, bool) {
 	var l learning
 	fdb.mu.RLock()
-	out, flood, reason, ok := decide(frame, in, fdb, now, &l)
+	out, flood, reason, ok := decide(frame, in, nil, fdb, now, &l)
 	fdb.mu.RUnlock()
 	fdb.apply(&l, now)
 	return out, flood, reason, ok
@@ -106,7 +106,7 @@ func BenchmarkDecide(b *testing.B) {
 			// Warm up: the sources get learned once, as in steady state.
 			fdb.mu.RLock()
 			for _, f := range frames {
-				decide(f, 0, fdb, now, &l)
+				decide(f, 0, nil, fdb, now, &l)
 			}
 			fdb.mu.RUnlock()
 			fdb.apply(&l, now)
@@ -116,7 +116,7 @@ func BenchmarkDecide(b *testing.B) {
 			for i := 0; i < b.N; i += len(frames) {
 				fdb.mu.RLock()
 				for _, f := range frames {
-					decide(f, 0, fdb, now, &l)
+					decide(f, 0, nil, fdb, now, &l)
 				}
 				fdb.mu.RUnlock()
 				fdb.apply(&l, now)

@@ -24,6 +24,17 @@ const (
 	// DropInvalidDesc: the kernel handed back a descriptor the switch did
 	// not give it; a bug, never expected.
 	DropInvalidDesc
+	// DropSpoofedMAC: port security: a source MAC that is not the port's.
+	DropSpoofedMAC
+	// DropSpoofedIP: port security: a source address the port does not
+	// hold (not its lease, a configured address or prefix, or link-local).
+	DropSpoofedIP
+	// DropSpoofedARP: port security: ARP claiming another MAC or address.
+	DropSpoofedARP
+	// DropRogueDHCP: port security: a DHCP server message from a VM.
+	DropRogueDHCP
+	// DropRogueRA: port security: an IPv6 router advertisement from a VM.
+	DropRogueRA
 
 	numDropReasons
 )
@@ -36,6 +47,11 @@ var dropNames = [numDropReasons]string{
 	DropTxRingFull:  "tx_ring_full",
 	DropNoFrame:     "no_frame",
 	DropInvalidDesc: "invalid_desc",
+	DropSpoofedMAC:  "spoofed_mac",
+	DropSpoofedIP:   "spoofed_ip",
+	DropSpoofedARP:  "spoofed_arp",
+	DropRogueDHCP:   "rogue_dhcp",
+	DropRogueRA:     "rogue_ra",
 }
 
 func (r DropReason) String() string {

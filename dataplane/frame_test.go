@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 )
 
@@ -77,6 +78,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add(ethFrame(bcast, macA, etherTypeARP, make([]byte, 28)))
 	fdb := NewFDB(16, 0)
 	var l learning
+	sec := &security{mac: macKey(macA), v4: []netip.Addr{netip.MustParseAddr("10.0.0.2")}, v6: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		// Must never panic, and a frame it accepts has a usable header.
 		_, ok := validate(frame)
@@ -84,7 +86,8 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("accepted a %d-byte frame", len(frame))
 		}
 		fdb.mu.RLock()
-		decide(frame, 1, fdb, 0, &l)
+		decide(frame, 1, nil, fdb, 0, &l)
+		decide(frame, 2, sec, fdb, 0, &l)
 		fdb.mu.RUnlock()
 		fdb.apply(&l, 0)
 	})

@@ -34,13 +34,18 @@ func (c PortCounters) Dropped() uint64 {
 
 // PortInfo describes a port.
 type PortInfo struct {
-	Name     string       `json:"name"`
-	Network  string       `json:"network"`
-	Ifindex  int          `json:"ifindex"`
-	XDPMode  string       `json:"xdp_mode"`
-	BindMode string       `json:"bind_mode"`
-	Queues   int          `json:"queues"`
-	Counters PortCounters `json:"counters"`
+	Name     string `json:"name"`
+	Network  string `json:"network"`
+	Ifindex  int    `json:"ifindex"`
+	XDPMode  string `json:"xdp_mode"`
+	BindMode string `json:"bind_mode"`
+	Queues   int    `json:"queues"`
+	MAC      string `json:"mac,omitempty"`
+	Security bool   `json:"security"`
+	// Addresses a secured port may send from (configured and leased); none
+	// means any, until a lease is granted.
+	AllowedIPv4 []string     `json:"allowed_ipv4,omitempty"`
+	Counters    PortCounters `json:"counters"`
 }
 
 // NetworkInfo describes a network.
@@ -88,14 +93,27 @@ func (p *Port) info() PortInfo {
 			c.Socket.TxRingEmptyDescs += st.TxRingEmptyDescs
 		}
 	}
+	var allowed []string
+	if sec := p.sec.Load(); sec != nil {
+		for _, a := range sec.v4 {
+			allowed = append(allowed, a.String())
+		}
+	}
+	var mac string
+	if p.opts.MAC != nil {
+		mac = p.opts.MAC.String()
+	}
 	return PortInfo{
-		Name:     p.Name,
-		Network:  p.Network.Name,
-		Ifindex:  p.Ifindex,
-		XDPMode:  p.prog.Mode().String(),
-		BindMode: p.bindMode.String(),
-		Queues:   len(p.socks),
-		Counters: c,
+		MAC:         mac,
+		Security:    p.opts.Security,
+		AllowedIPv4: allowed,
+		Name:        p.Name,
+		Network:     p.Network.Name,
+		Ifindex:     p.Ifindex,
+		XDPMode:     p.prog.Mode().String(),
+		BindMode:    p.bindMode.String(),
+		Queues:      len(p.socks),
+		Counters:    c,
 	}
 }
 

@@ -160,6 +160,7 @@ func (l *loop) receive(p *loopPort, now int64) int {
 		return 0
 	}
 	var rxPackets, rxBytes uint64
+	sec := p.port.sec.Load()
 	fdb := p.net.fdb
 	fdb.mu.RLock()
 	for i := range n {
@@ -177,7 +178,7 @@ func (l *loop) receive(p *loopPort, now int64) int {
 		}
 		rxPackets++
 		rxBytes += uint64(d.Len)
-		out, flood, reason, ok := decide(f, p.id, fdb, now, &l.learn)
+		out, flood, reason, ok := decide(f, p.id, sec, fdb, now, &l.learn)
 		switch {
 		case !ok:
 			p.ctr.drop(reason)

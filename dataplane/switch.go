@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -126,6 +128,12 @@ type Port struct {
 	socks    []*afxdp.Socket // by queue
 	counters []*portCounters // by queue
 	bindMode afxdp.Mode
+	opts     PortOptions
+	// sec is what the loops check the port's frames against; nil when
+	// port security is off.
+	sec atomic.Pointer[security]
+	// leased are the addresses the port's MAC holds DHCP leases for.
+	leased []netip.Addr
 }
 
 // New starts a switch with no networks and no ports.
@@ -267,7 +275,10 @@ func (s *Switch) RemoveNetwork(name string) error {
 // AddPort plugs the named device into a network: it attaches the port
 // program, binds a socket per queue and starts switching its frames.
 // On failure nothing of the port is left behind.
-func (s *Switch) AddPort(name, network string) error {
+func (s *Switch) AddPort(name, network string, opts PortOptions) error {
+	if opts.Security && len(opts.MAC) != 6 {
+		return fmt.Errorf("port %s: port security needs the MAC of the NIC behind the port", name)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -325,7 +336,9 @@ func (s *Switch) AddPort(name, network string) error {
 		prog:     prog,
 		socks:    make([]*afxdp.Socket, len(s.loops)),
 		counters: make([]*portCounters, len(s.loops)),
+		opts:     opts,
 	}
+	p.updateSecurity()
 	for q := range p.counters {
 		p.counters[q] = new(portCounters)
 	}
@@ -358,6 +371,40 @@ func (s *Switch) AddPort(name, network string) error {
 	s.byID[p.ID] = p
 	n.ports[name] = p
 	s.log.Info("port added", "port", name, "network", network, "xdp", prog.Mode(), "bind", p.bindMode, "queues", len(s.loops))
+	return nil
+}
+
+// updateSecurity publishes the port's restrictions to the loops.
+func (p *Port) updateSecurity() {
+	if !p.opts.Security {
+		p.sec.Store(nil)
+		return
+	}
+	sec := &security{mac: macKey(p.opts.MAC), v6: p.opts.IPv6}
+	sec.v4 = append(append(sec.v4, p.opts.IPv4...), p.leased...)
+	p.sec.Store(sec)
+}
+
+// SetLeases tells the switch which IPv4 addresses each MAC of a network
+// holds leases for: a secured port may then send from its own leased and
+// configured addresses only.
+func (s *Switch) SetLeases(network string, leases map[string][]netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.networks[network]
+	if !ok {
+		return notFoundf("no network %q", network)
+	}
+	for _, p := range n.ports {
+		if !p.opts.Security {
+			continue
+		}
+		ips := leases[p.opts.MAC.String()]
+		if !slices.Equal(ips, p.leased) {
+			p.leased = slices.Clone(ips)
+			p.updateSecurity()
+		}
+	}
 	return nil
 }
 

@@ -69,7 +69,7 @@ func plug(t *testing.T, sw *Switch, network string, cidrs ...string) []*testnet.
 	var hosts []*testnet.Host
 	for _, c := range cidrs {
 		h := testnet.NewHost(t, c)
-		if err := sw.AddPort(h.Port, network); err != nil {
+		if err := sw.AddPort(h.Port, network, PortOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		hosts = append(hosts, h)
@@ -187,14 +187,14 @@ func TestTwoQueues(t *testing.T) {
 	var hosts []*testnet.Host
 	for i := 1; i <= 3; i++ {
 		h := testnet.NewHostQueues(t, fmt.Sprintf("10.80.0.%d/24", i), 2)
-		if err := sw.AddPort(h.Port, "lan"); err != nil {
+		if err := sw.AddPort(h.Port, "lan", PortOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		hosts = append(hosts, h)
 	}
 	// A port with fewer queues than the switch is refused, clearly.
 	one := testnet.NewHost(t, "")
-	if err := sw.AddPort(one.Port, "lan"); err == nil || !strings.Contains(err.Error(), "has 1 rx queues") {
+	if err := sw.AddPort(one.Port, "lan", PortOptions{}); err == nil || !strings.Contains(err.Error(), "has 1 rx queues") {
 		t.Errorf("single-queue port on a two-queue switch: %v", err)
 	}
 	pingAll(t, sw, hosts)
@@ -472,7 +472,7 @@ func TestTapPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tap.Close()
-	if err := sw.AddPort(tap.Name, "lan"); err != nil {
+	if err := sw.AddPort(tap.Name, "lan", PortOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	host := plug(t, sw, "lan", "10.76.0.1/24")[0]
@@ -509,7 +509,7 @@ func TestRuntsAndTruncatedDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tap.Close()
-	if err := sw.AddPort(tap.Name, "lan"); err != nil {
+	if err := sw.AddPort(tap.Name, "lan", PortOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	host := plug(t, sw, "lan", "10.77.0.1/24")[0]

@@ -54,6 +54,9 @@ type AttachOptions struct {
 	// guest still booting can be lost: waiting turns that into an error
 	// instead of a NIC that never comes up.
 	WaitGuest time.Duration
+	// NoSecurity plugs the NIC in without port security, which otherwise
+	// holds it to its own MAC and addresses.
+	NoSecurity bool
 	// Logf, when set, is told each step.
 	Logf func(format string, args ...any)
 }
@@ -167,7 +170,8 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 	undo.push("close the descriptors of tap "+tapName, func(context.Context, *monitor) error { return tap.Close() })
 	logf("created tap %s with %d queue(s)", tapName, o.Queues)
 
-	port, err := o.API.AddPort(ctx, tapName, o.Network)
+	security := !o.NoSecurity
+	port, err := o.API.AddPortWith(ctx, api.AddPort{Name: tapName, Network: o.Network, MAC: o.MAC.String(), Security: &security})
 	var (
 		refusal *api.StatusError
 		sysErr  *os.SyscallError

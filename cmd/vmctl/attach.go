@@ -19,6 +19,7 @@ func attach(e *env, args []string) error {
 	queues := fs.Int("queues", 1, "`N` queue pairs")
 	wait := fs.Duration("wait", 30*time.Second, "`DURATION` the guest gets to take the NIC; 0 does not wait")
 	verbose := fs.Bool("v", false, "tell each step on stderr")
+	noSecurity := fs.Bool("no-security", false, "plug the NIC in without port security (its own MAC and addresses only)")
 	pos, err := e.parse(fs, args, 1)
 	if err != nil {
 		return err
@@ -40,7 +41,7 @@ func attach(e *env, args []string) error {
 	}
 	o := vmctl.AttachOptions{
 		VM: vm, QMPSocket: *qmp, Network: *network, MAC: mac, Queues: *queues,
-		API: e.client(), WaitGuest: *wait,
+		API: e.client(), WaitGuest: *wait, NoSecurity: *noSecurity,
 	}
 	if *verbose {
 		o.Logf = e.logf
