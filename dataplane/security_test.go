@@ -101,7 +101,7 @@ func TestPortSecurity(t *testing.T) {
 			ethFrame(host.MAC, vmMAC, etherTypeIPv6, ipv6Packet(v6bad, allNodes, 59, nil)),
 		},
 		DropSpoofedARP: {
-			arpFrame(vmMAC, vmMAC, host.IP, host.IP, 2),  // claims the host's address
+			arpFrame(vmMAC, vmMAC, host.IP, host.IP, 2), // claims the host's address
 			arpFrame(vmMAC, otherMAC, vmIP, host.IP, 1), // claims another MAC
 		},
 		DropRogueDHCP: {
