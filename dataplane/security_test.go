@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
-	"github.com/xdpswitch/xdpswitch/netdev"
 )
 
 func ipv4Packet(src, dst net.IP, proto byte, payload []byte) []byte {
@@ -60,14 +59,7 @@ func TestPortSecurity(t *testing.T) {
 	sw := testSwitch(t, "lan")
 	vmMAC := net.HardwareAddr{0x52, 0x54, 0, 0x87, 0, 2}
 	vmIP, otherIP := net.ParseIP("10.87.0.2"), net.ParseIP("10.87.0.9")
-	tap, err := netdev.OpenTap(testnet.Name("xstap"), netdev.TapOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tap.Close()
-	if err := sw.AddPort(tap.Name, "lan", PortOptions{MAC: vmMAC, Security: true, IPv6: []netip.Prefix{netip.MustParsePrefix("fd00:87::/64")}}); err != nil {
-		t.Fatal(err)
-	}
+	tap := plugTap(t, sw, "lan", PortOptions{MAC: vmMAC, Security: true, IPv6: []netip.Prefix{netip.MustParsePrefix("fd00:87::/64")}})
 	if err := sw.AddPort("xsnosuch", "lan", PortOptions{Security: true}); err == nil {
 		t.Error("a secured port without a MAC was accepted")
 	}

@@ -463,18 +463,26 @@ func readFrame(t *testing.T, f *os.File, match func([]byte) bool) []byte {
 	}
 }
 
-// TestTapPort plays the part of QEMU: it owns a tap's file descriptor and
-// speaks ARP and ICMP through it to a host behind the switch.
-func TestTapPort(t *testing.T) {
-	sw := testSwitch(t, "lan")
+// plugTap makes a tap whose file the test holds, as QEMU would, and plugs
+// it into network.
+func plugTap(t *testing.T, sw *Switch, network string, opts PortOptions) *netdev.Tap {
+	t.Helper()
 	tap, err := netdev.OpenTap(testnet.Name("xstap"), netdev.TapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tap.Close()
-	if err := sw.AddPort(tap.Name, "lan", PortOptions{}); err != nil {
+	t.Cleanup(func() { tap.Close() })
+	if err := sw.AddPort(tap.Name, network, opts); err != nil {
 		t.Fatal(err)
 	}
+	return tap
+}
+
+// TestTapPort plays the part of QEMU: it owns a tap's file descriptor and
+// speaks ARP and ICMP through it to a host behind the switch.
+func TestTapPort(t *testing.T) {
+	sw := testSwitch(t, "lan")
+	tap := plugTap(t, sw, "lan", PortOptions{})
 	host := plug(t, sw, "lan", "10.76.0.1/24")[0]
 	vmMAC := net.HardwareAddr{0x02, 0, 0, 0x76, 0, 2}
 	vmIP := net.ParseIP("10.76.0.2")
@@ -504,14 +512,7 @@ func TestTapPort(t *testing.T) {
 // a tap, as a misbehaving guest would.
 func TestRuntsAndTruncatedDropped(t *testing.T) {
 	sw := testSwitch(t, "lan")
-	tap, err := netdev.OpenTap(testnet.Name("xstap"), netdev.TapOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tap.Close()
-	if err := sw.AddPort(tap.Name, "lan", PortOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	tap := plugTap(t, sw, "lan", PortOptions{})
 	host := plug(t, sw, "lan", "10.77.0.1/24")[0]
 	vmMAC := net.HardwareAddr{0x02, 0, 0, 0x77, 0, 2}
 	arp := arpRequest(vmMAC, net.ParseIP("10.77.0.2"), host.IP)
