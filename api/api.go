@@ -128,6 +128,8 @@ type FDBEntry struct {
 	MAC        string  `json:"mac"`
 	Port       string  `json:"port"`
 	AgeSeconds float64 `json:"age_seconds"`
+	// VTEP is the remote host a MAC learned through the uplink is behind.
+	VTEP string `json:"vtep,omitempty"`
 }
 
 // Lease is one DHCP lease.

@@ -47,7 +47,40 @@ type Config struct {
 	BindMode string `yaml:"bind_mode"`
 	FDB      FDB    `yaml:"fdb"`
 
+	// Uplink is the host's NIC towards other hosts, for VXLAN networks.
+	Uplink *Uplink `yaml:"uplink"`
+
 	Networks []Network `yaml:"networks"`
+}
+
+// Uplink is where VXLAN tunnels start and end on this host.
+type Uplink struct {
+	// Device is the NIC; its XDP program takes the VXLAN traffic for our
+	// VNIs and passes everything else to the host stack.
+	Device string `yaml:"device"`
+	// Address is the local VTEP address, IPv4 or IPv6, one the host has on
+	// the device.
+	Address Addr `yaml:"address"`
+}
+
+// VXLANPort is the UDP port of the networks' tunnels (4789 when none).
+func (c *Config) VXLANPort() uint16 {
+	for _, n := range c.Networks {
+		if n.VXLAN != nil {
+			return n.VXLAN.Port
+		}
+	}
+	return 4789
+}
+
+// VXLAN joins a network to the same VNI on other hosts.
+type VXLAN struct {
+	VNI uint32 `yaml:"vni"`
+	// Remotes are the other hosts' VTEP addresses: broadcast and unknown
+	// unicast are replicated to each.
+	Remotes []Addr `yaml:"remotes"`
+	// Port is the UDP destination port (4789).
+	Port uint16 `yaml:"port"`
 }
 
 // FDB tunes every network's forwarding database.
@@ -69,6 +102,8 @@ type Network struct {
 	DHCP *DHCP `yaml:"dhcp"`
 	// NAT masquerades the subnet out of the host's other interfaces.
 	NAT bool `yaml:"nat"`
+	// VXLAN extends the network to other hosts through the uplink.
+	VXLAN *VXLAN `yaml:"vxlan"`
 }
 
 // Port is a device plugged in at start. In YAML either just its name, or a
@@ -254,6 +289,11 @@ func (c *Config) setDefaults() {
 	if c.FDB.Aging == 0 {
 		c.FDB.Aging = Duration(dataplane.DefaultFDBAging)
 	}
+	for _, n := range c.Networks {
+		if n.VXLAN != nil && n.VXLAN.Port == 0 {
+			n.VXLAN.Port = 4789
+		}
+	}
 }
 
 // Check reports every problem in the config at once.
@@ -299,6 +339,40 @@ func (c *Config) Check() error {
 	}
 	if len(c.Networks) == 0 {
 		bad("networks: none configured")
+	}
+	if u := c.Uplink; u != nil {
+		if err := checkDeviceName(u.Device); err != nil {
+			bad("uplink.device %q: %v", u.Device, err)
+		}
+		if !u.Address.IsValid() {
+			bad("uplink.address: the local VTEP address is missing")
+		}
+	}
+	vnis := map[uint32]string{}
+	port := uint16(0)
+	for _, n := range c.Networks {
+		x := n.VXLAN
+		if x == nil {
+			continue
+		}
+		if port != 0 && x.Port != port {
+			bad("network %q: vxlan.port %d differs from another network's %d; the uplink listens on one port", n.Name, x.Port, port)
+		}
+		port = x.Port
+		switch {
+		case c.Uplink == nil:
+			bad("network %q: vxlan needs an uplink", n.Name)
+		case x.VNI == 0 || x.VNI >= 1<<24:
+			bad("network %q: vxlan.vni %d is not between 1 and 16777215", n.Name, x.VNI)
+		case vnis[x.VNI] != "":
+			bad("network %q: vxlan.vni %d is already network %q's", n.Name, x.VNI, vnis[x.VNI])
+		}
+		vnis[x.VNI] = n.Name
+		for _, r := range x.Remotes {
+			if c.Uplink != nil && r.Is4() != c.Uplink.Address.Is4() {
+				bad("network %q: vxlan remote %v is not of the uplink address's family", n.Name, r)
+			}
+		}
 	}
 	nets := map[string]bool{}
 	ports := map[string]string{}

@@ -161,7 +161,7 @@ func (d *Daemon) apiFDB(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, e := range entries {
-			out = append(out, api.FDBEntry{Network: n, MAC: e.MAC, Port: e.Port, AgeSeconds: e.AgeSeconds})
+			out = append(out, api.FDBEntry{Network: n, MAC: e.MAC, Port: e.Port, AgeSeconds: e.AgeSeconds, VTEP: e.VTEP})
 		}
 	}
 	reply(w, http.StatusOK, out)

@@ -65,6 +65,12 @@ func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	if u := cfg.Uplink; u != nil {
+		if err := sw.AddUplink(u.Device, u.Address.Addr, cfg.VXLANPort()); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("uplink: %w", err)
+		}
+	}
 	for _, n := range cfg.Networks {
 		if err := d.addNetwork(n); err != nil {
 			d.Close()
@@ -126,6 +132,15 @@ func (d *Daemon) addNetwork(c config.Network) error {
 	d.mu.Lock()
 	d.nets = append(d.nets, n)
 	d.mu.Unlock()
+	if x := c.VXLAN; x != nil {
+		var remotes []netip.Addr
+		for _, r := range x.Remotes {
+			remotes = append(remotes, r.Addr)
+		}
+		if err := d.sw.SetVXLAN(c.Name, x.VNI, remotes); err != nil {
+			return err
+		}
+	}
 	if c.Gateway.IsValid() {
 		if err := d.addHostPort(n); err != nil {
 			return err

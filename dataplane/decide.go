@@ -5,26 +5,35 @@ package dataplane
 // the destination port. flood is true for
 // broadcast, multicast and unknown unicast. The caller holds the FDB's read
 // lock for the whole batch.
-func decide(f []byte, in uint32, sec *security, fdb *FDB, now int64, l *learning) (out uint32, flood bool, reason DropReason, ok bool) {
+func decide(f []byte, in uint32, sec *security, fdb *FDB, now int64, l *learning) (out fdbEntry, flood bool, reason DropReason, ok bool) {
+	return decideFrom(f, in, &localVTEP, sec, fdb, now, l)
+}
+
+// localVTEP is the zero VTEP of frames from local ports.
+var localVTEP [16]byte
+
+// decideFrom is decide for a frame that arrived behind vtep (the uplink).
+func decideFrom(f []byte, in uint32, vtep *[16]byte, sec *security, fdb *FDB, now int64, l *learning) (out fdbEntry, flood bool, reason DropReason, ok bool) {
 	if reason, ok := validate(f); !ok {
-		return 0, false, reason, false
+		return out, false, reason, false
 	}
 	if sec != nil {
 		if reason, ok := sec.check(f); !ok {
-			return 0, false, reason, false
+			return out, false, reason, false
 		}
 	}
-	fdb.noteSource(macKey(f[6:12]), in, now, l)
+	fdb.noteSource(macKey(f[6:12]), in, vtep, now, l)
 	dst := macKey(f[0:6])
 	if isMulticastKey(dst) {
-		return 0, true, 0, true
+		return out, true, 0, true
 	}
 	e, found := fdb.lookup(dst)
 	if !found {
-		return 0, true, 0, true
+		return out, true, 0, true
 	}
 	if e.port == in {
-		return 0, false, DropSamePort, false
+		// Also split horizon: what came from the tunnel never goes back.
+		return out, false, DropSamePort, false
 	}
-	return e.port, false, 0, true
+	return e, false, 0, true
 }

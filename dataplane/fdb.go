@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,9 @@ type FDB struct {
 type fdbEntry struct {
 	port uint32
 	seen int64 // monotonic nanoseconds, see clock
+	// vtep is the remote VTEP a MAC learned on the uplink is behind (the
+	// outer source address, IPv4 as v4-mapped); zero for local ports.
+	vtep [16]byte
 }
 
 // NewFDB makes an empty database; max <= 0 and aging <= 0 take defaults.
@@ -63,11 +67,12 @@ type learning struct {
 	n    int
 	macs [batchSize]uint64
 	port [batchSize]uint32
+	vtep [batchSize][16]byte
 }
 
-func (l *learning) add(mac uint64, port uint32) {
+func (l *learning) add(mac uint64, port uint32, vtep *[16]byte) {
 	if l.n < len(l.macs) {
-		l.macs[l.n], l.port[l.n] = mac, port
+		l.macs[l.n], l.port[l.n], l.vtep[l.n] = mac, port, *vtep
 		l.n++
 	}
 }
@@ -78,13 +83,13 @@ func (f *FDB) lookup(mac uint64) (fdbEntry, bool) {
 	return e, ok
 }
 
-// noteSource records that mac was seen on port, queueing it for learning
-// when it is new, has moved, or its last-seen time needs a refresh. The
-// caller holds the read lock.
-func (f *FDB) noteSource(mac uint64, port uint32, now int64, l *learning) {
+// noteSource records that mac was seen on port (behind vtep, for the
+// uplink), queueing it for learning when it is new, has moved, or its
+// last-seen time needs a refresh. The caller holds the read lock.
+func (f *FDB) noteSource(mac uint64, port uint32, vtep *[16]byte, now int64, l *learning) {
 	e, ok := f.entries[mac]
-	if !ok || e.port != port || now-e.seen > refreshInterval {
-		l.add(mac, port)
+	if !ok || e.port != port || e.vtep != *vtep || now-e.seen > refreshInterval {
+		l.add(mac, port, vtep)
 	}
 }
 
@@ -95,7 +100,7 @@ func (f *FDB) apply(l *learning, now int64) {
 	}
 	f.mu.Lock()
 	for i := 0; i < l.n; i++ {
-		mac, port := l.macs[i], l.port[i]
+		mac, port, vtep := l.macs[i], l.port[i], l.vtep[i]
 		e, ok := f.entries[mac]
 		switch {
 		case !ok && len(f.entries) >= f.max:
@@ -103,10 +108,10 @@ func (f *FDB) apply(l *learning, now int64) {
 			continue
 		case !ok:
 			f.learned.Add(1)
-		case e.port != port:
+		case e.port != port || e.vtep != vtep:
 			f.moved.Add(1)
 		}
-		f.entries[mac] = fdbEntry{port: port, seen: now}
+		f.entries[mac] = fdbEntry{port: port, seen: now, vtep: vtep}
 	}
 	f.mu.Unlock()
 	l.n = 0
@@ -167,6 +172,7 @@ type fdbRecord struct {
 	MAC  net.HardwareAddr
 	Port uint32
 	Age  time.Duration
+	VTEP netip.Addr // invalid for local ports
 }
 
 // snapshot lists the entries sorted by MAC.
@@ -175,7 +181,11 @@ func (f *FDB) snapshot() []fdbRecord {
 	f.mu.RLock()
 	out := make([]fdbRecord, 0, len(f.entries))
 	for mac, e := range f.entries {
-		out = append(out, fdbRecord{MAC: keyMAC(mac), Port: e.port, Age: time.Duration(now - e.seen)})
+		r := fdbRecord{MAC: keyMAC(mac), Port: e.port, Age: time.Duration(now - e.seen)}
+		if e.vtep != ([16]byte{}) {
+			r.VTEP = netip.AddrFrom16(e.vtep).Unmap()
+		}
+		out = append(out, r)
 	}
 	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return string(out[i].MAC) < string(out[j].MAC) })

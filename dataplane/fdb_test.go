@@ -12,7 +12,7 @@ func decideOne(fdb *FDB, frame []byte, in uint32, now int64) (uint32, bool, Drop
 	out, flood, reason, ok := decide(frame, in, nil, fdb, now, &l)
 	fdb.mu.RUnlock()
 	fdb.apply(&l, now)
-	return out, flood, reason, ok
+	return out.port, flood, reason, ok
 }
 
 func TestFDBLearnForwardMove(t *testing.T) {
@@ -94,7 +94,7 @@ func BenchmarkDecide(b *testing.B) {
 			var l learning
 			for i := range size {
 				mac := []byte{2, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
-				l.add(macKey(mac), uint32(i%8)+1)
+				l.add(macKey(mac), uint32(i%8)+1, &localVTEP)
 				if l.n == len(l.macs) {
 					fdb.apply(&l, now)
 				}

@@ -35,6 +35,20 @@ const (
 	DropRogueDHCP
 	// DropRogueRA: port security: an IPv6 router advertisement from a VM.
 	DropRogueRA
+	// DropBadMetadata: a frame from the uplink without a valid metadata
+	// record from its program.
+	DropBadMetadata
+	// DropUnknownVNI: a tunnel frame for a network the switch no longer has.
+	DropUnknownVNI
+	// DropTunnelFragment: an outer fragment of a tunnel packet.
+	DropTunnelFragment
+	// DropNoUnderlay: the next hop towards a remote VTEP is not resolved
+	// yet; resolution has been asked for.
+	DropNoUnderlay
+	// DropTunnelEncap: the frame could not be encapsulated (no headroom).
+	DropTunnelEncap
+	// DropTooBig: encapsulated, the frame exceeds the uplink's MTU.
+	DropTooBig
 
 	numDropReasons
 )
@@ -52,6 +66,13 @@ var dropNames = [numDropReasons]string{
 	DropSpoofedARP:  "spoofed_arp",
 	DropRogueDHCP:   "rogue_dhcp",
 	DropRogueRA:     "rogue_ra",
+
+	DropBadMetadata:    "bad_metadata",
+	DropUnknownVNI:     "unknown_vni",
+	DropTunnelFragment: "tunnel_fragment",
+	DropNoUnderlay:     "no_underlay",
+	DropTunnelEncap:    "tunnel_encap",
+	DropTooBig:         "too_big",
 }
 
 func (r DropReason) String() string {

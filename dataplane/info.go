@@ -1,6 +1,9 @@
 package dataplane
 
 import (
+	"strings"
+
+	"github.com/xdpswitch/xdpswitch/bpf"
 	"maps"
 	"slices"
 
@@ -40,6 +43,7 @@ type PortInfo struct {
 	XDPMode  string `json:"xdp_mode"`
 	BindMode string `json:"bind_mode"`
 	Queues   int    `json:"queues"`
+	Uplink   bool   `json:"uplink,omitempty"`
 	MAC      string `json:"mac,omitempty"`
 	Security bool   `json:"security"`
 	// Addresses a secured port may send from (configured and leased); none
@@ -60,6 +64,8 @@ type FDBEntry struct {
 	MAC        string  `json:"mac"`
 	Port       string  `json:"port"`
 	AgeSeconds float64 `json:"age_seconds"`
+	// VTEP is the remote host a MAC learned through the uplink is behind.
+	VTEP string `json:"vtep,omitempty"`
 }
 
 func (p *Port) info() PortInfo {
@@ -77,8 +83,20 @@ func (p *Port) info() PortInfo {
 			c.Drops[DropReason(r).String()] += pc.drops[r].Load()
 		}
 	}
-	if st, err := p.prog.Stats(); err == nil {
-		c.XDPRedirected, c.XDPPassed = st.Redirected, st.Passed
+	switch prog := p.prog.(type) {
+	case *bpf.Port:
+		if st, err := prog.Stats(); err == nil {
+			c.XDPRedirected, c.XDPPassed = st.Redirected, st.Passed
+		}
+	case *bpf.Uplink:
+		if st, err := prog.Stats(); err == nil {
+			c.XDPRedirected = st["decap_v4"] + st["decap_v6"] + st["frag_redirected"]
+			for name, v := range st {
+				if strings.HasPrefix(name, "pass_") || name == "frag_passed" {
+					c.XDPPassed += v
+				}
+			}
+		}
 	}
 	for _, sock := range p.socks {
 		if sock == nil {
@@ -104,11 +122,12 @@ func (p *Port) info() PortInfo {
 		mac = p.opts.MAC.String()
 	}
 	return PortInfo{
+		Uplink:      p.uplink,
 		MAC:         mac,
 		Security:    p.opts.Security,
 		AllowedIPv4: allowed,
 		Name:        p.Name,
-		Network:     p.Network.Name,
+		Network:     p.networkName(),
 		Ifindex:     p.Ifindex,
 		XDPMode:     p.prog.Mode().String(),
 		BindMode:    p.bindMode.String(),
@@ -166,7 +185,11 @@ func (s *Switch) FDB(network string) ([]FDBEntry, error) {
 		if p, ok := s.byID[r.Port]; ok {
 			name = p.Name
 		}
-		out = append(out, FDBEntry{MAC: r.MAC.String(), Port: name, AgeSeconds: r.Age.Seconds()})
+		e := FDBEntry{MAC: r.MAC.String(), Port: name, AgeSeconds: r.Age.Seconds()}
+		if r.VTEP.IsValid() {
+			e.VTEP = r.VTEP.String()
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

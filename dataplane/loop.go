@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
 )
 
 // batchSize is how many frames a loop takes from one socket at a time.
@@ -36,14 +37,27 @@ type loop struct {
 
 	ports  []*loopPort // by port id; nil where the port has no socket here
 	active []*loopPort
-	dirty  []*loopPort // ports with frames queued for transmit
-	nets   map[*Network]*loopNet
+	// uplink is the port VXLAN tunnels cross, nil without one; it is in
+	// active but in no network's members.
+	uplink *loopPort
+	// netByID finds a tunnel frame's network from its metadata.
+	netByID []*loopNet
+	enc     vxlan.Encoder
+	// underlays is the snapshot of remote VTEPs' next hops, loaded once
+	// per batch.
+	underlays underlayMap
+	dirty     []*loopPort // ports with frames queued for transmit
+	nets      map[*Network]*loopNet
 
 	ctl    chan func()
 	wakeFd int // eventfd that interrupts poll when control work arrives
-	done   chan struct{}
-	stop   bool
-	broken chan<- uint32 // ports whose socket reported an error
+	// underlaySrc is where the switch publishes the underlay map; resolve
+	// asks it to look up a VTEP's next hop.
+	underlaySrc *atomic.Pointer[underlayMap]
+	resolve     chan<- [16]byte
+	done        chan struct{}
+	stop        bool
+	broken      chan<- uint32 // ports whose socket reported an error
 
 	rx      [batchSize]afxdp.Desc
 	addrs   [batchSize]uint64
@@ -69,6 +83,9 @@ type loopPort struct {
 type loopNet struct {
 	fdb     *FDB
 	members []*loopPort
+	// tunnel is the network's VXLAN side, nil for a network on this host
+	// alone.
+	tunnel *tunnel
 }
 
 func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint32, log *slog.Logger) (*loop, error) {
@@ -128,6 +145,9 @@ func (l *loop) run() {
 	for !l.stop {
 		l.runControl()
 		now := clock()
+		if m := l.underlaySrc.Load(); m != nil {
+			l.underlays = *m
+		}
 		work := 0
 		for _, p := range l.active {
 			if !p.broken {
@@ -155,6 +175,9 @@ func (l *loop) runControl() {
 
 // receive takes one batch from a port's rx ring and switches it.
 func (l *loop) receive(p *loopPort, now int64) int {
+	if p == l.uplink {
+		return l.receiveTunnel(p, now)
+	}
 	n := p.sock.Receive(l.rx[:])
 	if n == 0 {
 		return 0
@@ -183,8 +206,10 @@ func (l *loop) receive(p *loopPort, now int64) int {
 		case !ok:
 			p.ctr.drop(reason)
 			l.pool.release(d.Addr)
-		case !flood && int(out) < len(l.ports) && l.ports[out] != nil:
-			l.enqueue(l.ports[out], d)
+		case !flood && l.uplink != nil && out.port == l.uplink.id:
+			l.sendTunnel(p, d, out.vtep)
+		case !flood && int(out.port) < len(l.ports) && l.ports[out.port] != nil:
+			l.enqueue(l.ports[out.port], d)
 		default:
 			// Flood; also for an FDB entry whose port another loop has
 			// learned but this one has not added yet, or has just
@@ -204,7 +229,15 @@ func (l *loop) receive(p *loopPort, now int64) int {
 // destination gets the received frame itself and the others a copy: a frame
 // is in one ring at a time, which keeps the frame accounting exact.
 func (l *loop) flood(in *loopPort, d afxdp.Desc, f []byte) {
-	members := in.net.members
+	if t := in.net.tunnel; t != nil {
+		l.replicate(in, t, d, f)
+	}
+	l.floodMembers(in.net, in, d, f)
+}
+
+// floodMembers sends a frame to the network's local ports but in.
+func (l *loop) floodMembers(net *loopNet, in *loopPort, d afxdp.Desc, f []byte) {
+	members := net.members
 	last := -1
 	for i, m := range members {
 		if m != in && !m.broken {
@@ -367,13 +400,13 @@ func (l *loop) addPort(p *Port, cfg afxdp.SocketConfig) (*afxdp.Socket, error) {
 		ctr:  p.counters[l.queue],
 		txq:  make([]afxdp.Desc, 0, batchSize),
 	}
-	ln := l.nets[p.Network]
-	if ln == nil {
-		ln = &loopNet{fdb: p.Network.fdb}
-		l.nets[p.Network] = ln
+	if p.uplink {
+		l.uplink = lp
+	} else {
+		ln := l.net(p.Network)
+		lp.net = ln
+		ln.members = append(ln.members, lp)
 	}
-	lp.net = ln
-	ln.members = append(ln.members, lp)
 	for int(p.ID) >= len(l.ports) {
 		l.ports = append(l.ports, nil)
 	}
@@ -393,11 +426,25 @@ func (l *loop) removePort(id uint32) error {
 	l.pool.reclaim(id)
 	l.ports[id] = nil
 	l.active = without(l.active, lp)
+	if lp == l.uplink {
+		l.uplink = nil
+		return err
+	}
 	lp.net.members = without(lp.net.members, lp)
-	if len(lp.net.members) == 0 {
+	if len(lp.net.members) == 0 && lp.net.tunnel == nil {
 		delete(l.nets, lp.port.Network)
 	}
 	return err
+}
+
+// net is the loop's view of a network, made on first use.
+func (l *loop) net(n *Network) *loopNet {
+	ln := l.nets[n]
+	if ln == nil {
+		ln = &loopNet{fdb: n.fdb}
+		l.nets[n] = ln
+	}
+	return ln
 }
 
 func without(ps []*loopPort, p *loopPort) []*loopPort {

@@ -108,6 +108,16 @@ type Switch struct {
 	broken chan uint32
 	stop   chan struct{}
 	wg     sync.WaitGroup
+
+	nextNetID  uint32
+	uplink     *Port
+	uplinkProg *bpf.Uplink
+	local      netip.Addr // the uplink's VTEP address
+	vxlanPort  uint16
+	// underlays is what the loops encapsulate with; resolve carries their
+	// requests for VTEPs whose next hop is not known yet.
+	underlays atomic.Pointer[underlayMap]
+	resolve   chan [16]byte
 }
 
 // Network is an isolated L2 segment: its own ports and forwarding database.
@@ -116,6 +126,9 @@ type Network struct {
 	Name  string
 	fdb   *FDB
 	ports map[string]*Port
+	// id is the network's number in the uplink program's metadata.
+	id     uint32
+	tunnel *tunnel
 }
 
 // Port is a device plugged into the switch.
@@ -124,7 +137,7 @@ type Port struct {
 	Name     string
 	Ifindex  int
 	Network  *Network
-	prog     *bpf.Port
+	prog     portProgram
 	socks    []*afxdp.Socket // by queue
 	counters []*portCounters // by queue
 	bindMode afxdp.Mode
@@ -134,6 +147,19 @@ type Port struct {
 	sec atomic.Pointer[security]
 	// leased are the addresses the port's MAC holds DHCP leases for.
 	leased []netip.Addr
+	// uplink marks the port VXLAN tunnels cross.
+	uplink bool
+	// frameLimit is the longest frame the device sends (MTU and header).
+	frameLimit int
+}
+
+// portProgram is the XDP program on a port's device: the port program, or
+// the uplink's.
+type portProgram interface {
+	Register(queue, fd int) error
+	Unregister(queue int) error
+	Mode() bpf.XDPMode
+	Close() error
 }
 
 // New starts a switch with no networks and no ports.
@@ -160,9 +186,13 @@ func New(cfg Config) (*Switch, error) {
 		byID:      make(map[uint32]*Port),
 		broken:    make(chan uint32, 64),
 		stop:      make(chan struct{}),
+		resolve:   make(chan [16]byte, 64),
 	}
 	for q := range cfg.Queues {
 		l, err := newLoop(q, cfg.Umem, cfg.FillFrames, s.broken, s.log)
+		if err == nil {
+			l.underlaySrc, l.resolve = &s.underlays, s.resolve
+		}
 		if err != nil {
 			for _, l := range s.loops {
 				l.close()
@@ -230,7 +260,7 @@ func (s *Switch) removeVanished(match func(*Port) bool) {
 	defer s.mu.Unlock()
 	for _, p := range s.ports {
 		if match(p) {
-			s.log.Warn("port device vanished or failed; removing it", "port", p.Name, "network", p.Network.Name)
+			s.log.Warn("port device vanished or failed; removing it", "port", p.Name, "network", p.networkName())
 			if err := s.removeLocked(p); err != nil {
 				s.log.Warn("removing vanished port", "port", p.Name, "err", err)
 			}
@@ -252,7 +282,8 @@ func (s *Switch) AddNetwork(name string) error {
 	if _, ok := s.networks[name]; ok {
 		return existsf("network %q already exists", name)
 	}
-	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port)}
+	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port), id: s.nextNetID}
+	s.nextNetID++
 	s.log.Info("network added", "network", name)
 	return nil
 }
@@ -284,12 +315,18 @@ func (s *Switch) AddPort(name, network string, opts PortOptions) error {
 	if s.closed {
 		return errors.New("switch is closed")
 	}
-	if _, ok := s.ports[name]; ok {
-		return existsf("port %s is already in network %s", name, s.ports[name].Network.Name)
-	}
 	n, ok := s.networks[network]
 	if !ok {
 		return notFoundf("port %s: no network %q", name, network)
+	}
+	attach := func(ifindex int) (portProgram, error) { return bpf.AttachPort(ifindex, s.cfg.XDPMode) }
+	return s.addPortLocked(name, n, opts, attach)
+}
+
+// addPortLocked is AddPort, and AddUplink for the uplink (n nil).
+func (s *Switch) addPortLocked(name string, n *Network, opts PortOptions, attach func(ifindex int) (portProgram, error)) error {
+	if _, ok := s.ports[name]; ok {
+		return existsf("port %s is already plugged in", name)
 	}
 	if len(s.ports) >= s.cfg.maxPorts() {
 		return unfitf("port %s: the switch serves at most %d ports with %d frames per queue; raise `frames`", name, s.cfg.maxPorts(), s.cfg.Umem.NumFrames)
@@ -303,16 +340,19 @@ func (s *Switch) AddPort(name, network string, opts PortOptions) error {
 		return fmt.Errorf("port %s: %w", name, err)
 	}
 	attrs := link.Attrs()
-	// The port program takes every frame the device receives: plugging in
-	// a device the host has addresses on (its uplink, say) would cut the
-	// host off it.
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("port %s: %w", name, err)
-	}
-	for _, a := range addrs {
-		if a.IP.IsGlobalUnicast() {
-			return inUsef("port %s: the host uses the device (it has address %v); plugging it in would cut the host off it", name, a.IPNet)
+	if n != nil {
+		// The port program takes every frame the device receives:
+		// plugging in a device the host has addresses on (its uplink,
+		// say) would cut the host off it. The uplink's program passes
+		// the host's traffic on.
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("port %s: %w", name, err)
+		}
+		for _, a := range addrs {
+			if a.IP.IsGlobalUnicast() {
+				return inUsef("port %s: the host uses the device (it has address %v); plugging it in would cut the host off it", name, a.IPNet)
+			}
 		}
 	}
 	if attrs.NumRxQueues < s.cfg.Queues {
@@ -324,24 +364,26 @@ func (s *Switch) AddPort(name, network string, opts PortOptions) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("port %s: set up: %w", name, err)
 	}
-	prog, err := bpf.AttachPort(attrs.Index, s.cfg.XDPMode)
+	prog, err := attach(attrs.Index)
 	if err != nil {
 		return fmt.Errorf("port %s: %w", name, err)
 	}
 	p := &Port{
-		ID:       s.allocID(),
-		Name:     name,
-		Ifindex:  attrs.Index,
-		Network:  n,
-		prog:     prog,
-		socks:    make([]*afxdp.Socket, len(s.loops)),
-		counters: make([]*portCounters, len(s.loops)),
-		opts:     opts,
+		ID:         s.allocID(),
+		Name:       name,
+		Ifindex:    attrs.Index,
+		Network:    n,
+		prog:       prog,
+		socks:      make([]*afxdp.Socket, len(s.loops)),
+		counters:   make([]*portCounters, len(s.loops)),
+		opts:       opts,
+		uplink:     n == nil,
+		frameLimit: attrs.MTU + 14,
 	}
-	p.updateSecurity()
 	for q := range p.counters {
 		p.counters[q] = new(portCounters)
 	}
+	p.updateSecurity()
 	for q, l := range s.loops {
 		var sock *afxdp.Socket
 		var err error
@@ -369,9 +411,19 @@ func (s *Switch) AddPort(name, network string, opts PortOptions) error {
 	s.ports[name] = p
 	s.byIfindex[p.Ifindex] = p
 	s.byID[p.ID] = p
-	n.ports[name] = p
-	s.log.Info("port added", "port", name, "network", network, "xdp", prog.Mode(), "bind", p.bindMode, "queues", len(s.loops))
+	if n != nil {
+		n.ports[name] = p
+	}
+	s.log.Info("port added", "port", name, "network", p.networkName(), "xdp", prog.Mode(), "bind", p.bindMode, "queues", len(s.loops))
 	return nil
+}
+
+// networkName is the port's network, or "(uplink)".
+func (p *Port) networkName() string {
+	if p.Network == nil {
+		return "(uplink)"
+	}
+	return p.Network.Name
 }
 
 // updateSecurity publishes the port's restrictions to the loops.
@@ -424,9 +476,14 @@ func (s *Switch) removeLocked(p *Port) error {
 	delete(s.ports, p.Name)
 	delete(s.byIfindex, p.Ifindex)
 	delete(s.byID, p.ID)
-	delete(p.Network.ports, p.Name)
+	if p.Network != nil {
+		delete(p.Network.ports, p.Name)
+	}
+	if p == s.uplink {
+		s.uplink, s.uplinkProg = nil, nil
+	}
 	err := s.teardown(p)
-	s.log.Info("port removed", "port", p.Name, "network", p.Network.Name)
+	s.log.Info("port removed", "port", p.Name, "network", p.networkName())
 	return err
 }
 
@@ -454,7 +511,13 @@ func (s *Switch) teardown(p *Port) error {
 		}
 		p.socks[q] = nil
 	}
-	p.Network.fdb.flushPort(p.ID)
+	if p.Network != nil {
+		p.Network.fdb.flushPort(p.ID)
+	} else {
+		for _, n := range s.networks {
+			n.fdb.flushPort(p.ID)
+		}
+	}
 	if err := p.prog.Close(); err != nil && !errors.Is(err, unix.ENODEV) {
 		errs = append(errs, err)
 	}

@@ -238,7 +238,7 @@ func TestFDBEntryForPortLoopLacks(t *testing.T) {
 	sw := testSwitch(t, "lan")
 	hosts := plug(t, sw, "lan", "10.86.0.1/24", "10.86.0.2/24")
 	var l learning
-	l.add(macKey(hosts[1].MAC), 50)
+	l.add(macKey(hosts[1].MAC), 50, &localVTEP)
 	fdb := sw.networks["lan"].fdb
 	fdb.apply(&l, clock())
 	// No ARP first: the very first frame is unicast to that MAC.

@@ -22,7 +22,11 @@ func fdb(e *env, args []string) error {
 	rows := make([][]string, 0, len(entries))
 	for _, f := range entries {
 		age := time.Duration(f.AgeSeconds * float64(time.Second)).Round(time.Second)
-		rows = append(rows, []string{f.Network, f.MAC, f.Port, age.String()})
+		vtep := f.VTEP
+		if vtep == "" {
+			vtep = "-"
+		}
+		rows = append(rows, []string{f.Network, f.MAC, f.Port, vtep, age.String()})
 	}
-	return e.table([]string{"NETWORK", "MAC", "PORT", "AGE"}, rows)
+	return e.table([]string{"NETWORK", "MAC", "PORT", "VTEP", "AGE"}, rows)
 }

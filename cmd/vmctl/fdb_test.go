@@ -8,16 +8,16 @@ import (
 
 func TestFDB(t *testing.T) {
 	a := vmctltest.NewAPI(t, state)
-	want := `NETWORK  MAC                PORT  AGE
-lan      52:54:00:00:00:01  tap0  1s
-lan      52:54:00:00:00:02  tap1  1m15s
-dmz      52:54:00:00:00:03  tap9  0s
+	want := `NETWORK  MAC                PORT     VTEP       AGE
+lan      52:54:00:00:00:01  tap0     -          1s
+lan      52:54:00:00:00:02  uplink0  192.0.2.7  1m15s
+dmz      52:54:00:00:00:03  tap9     -          0s
 `
 	if out := mustVmctl(t, a.Socket, "fdb"); out != want {
 		t.Fatalf("fdb:\n%s\nwant:\n%s", out, want)
 	}
-	want = `NETWORK  MAC                PORT  AGE
-dmz      52:54:00:00:00:03  tap9  0s
+	want = `NETWORK  MAC                PORT  VTEP  AGE
+dmz      52:54:00:00:00:03  tap9  -     0s
 `
 	if out := mustVmctl(t, a.Socket, "fdb", "--network", "dmz"); out != want {
 		t.Fatalf("fdb --network dmz:\n%s\nwant:\n%s", out, want)

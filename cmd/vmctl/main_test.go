@@ -36,7 +36,7 @@ var state = vmctltest.State{
 	}},
 	FDB: []api.FDBEntry{
 		{Network: "lan", MAC: "52:54:00:00:00:01", Port: "tap0", AgeSeconds: 1.4},
-		{Network: "lan", MAC: "52:54:00:00:00:02", Port: "tap1", AgeSeconds: 75},
+		{Network: "lan", MAC: "52:54:00:00:00:02", Port: "uplink0", AgeSeconds: 75, VTEP: "192.0.2.7"},
 		{Network: "dmz", MAC: "52:54:00:00:00:03", Port: "tap9", AgeSeconds: 0},
 	},
 	Leases: []api.Lease{

@@ -1,0 +1,136 @@
+package dataplane
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpswitch/xdpswitch/internal/testnet"
+)
+
+func TestVXLANInteropIPv4(t *testing.T) {
+	if !testnet.InNamespace(t) {
+		return
+	}
+	vxlanInterop(t, "10.96.0.1", "10.96.0.2", 24)
+}
+
+func TestVXLANInteropIPv6(t *testing.T) {
+	if !testnet.InNamespace(t) {
+		return
+	}
+	vxlanInterop(t, "fd00:96::1", "fd00:96::2", 64)
+}
+
+// vxlanInterop runs the switch against the Linux kernel's own VXLAN device
+// as the remote VTEP. The test's namespace is this host, with the uplink;
+// the remote host is a namespace behind it whose vxlan devices carry the
+// remote hosts' addresses.
+func vxlanInterop(t *testing.T, local, remote string, bits int) {
+	rem := testnet.NewNS(t)
+	testnet.Run(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", rem.Name)
+	testnet.Run(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", local, bits), "dev", "up0", "nodad")
+	testnet.Run(t, "ip", "link", "set", "up0", "up")
+	rem.Run(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", remote, bits), "dev", "eth0", "nodad")
+	rem.Run(t, "ip", "link", "set", "eth0", "up")
+	for vni, addr := range map[int]string{42: "10.97.0.2/24", 43: "10.98.0.2/24"} {
+		dev := fmt.Sprintf("vx%d", vni)
+		rem.Run(t, "ip", "link", "add", dev, "type", "vxlan", "id", fmt.Sprint(vni), "dstport", "4789",
+			"local", remote, "remote", local, "dev", "eth0")
+		// No IPv6 on the tunnels: its multicast would be real traffic
+		// in each VNI and blur the isolation count below.
+		rem.Run(t, "sh", "-c", fmt.Sprintf("echo 1 > /proc/sys/net/ipv6/conf/%s/disable_ipv6", dev))
+		rem.Run(t, "ip", "addr", "add", addr, "dev", dev)
+		rem.Run(t, "ip", "link", "set", dev, "up")
+	}
+
+	sw := testSwitch(t, "ov", "iso")
+	if err := sw.AddUplink("up0", netip.MustParseAddr(local), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.SetVXLAN("ov", 42, []netip.Addr{netip.MustParseAddr(remote)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.SetVXLAN("iso", 43, []netip.Addr{netip.MustParseAddr(remote)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.SetVXLAN("iso", 42, nil); err == nil {
+		t.Error("a VNI taken twice was accepted")
+	}
+	h := plug(t, sw, "ov", "10.97.0.1/24")[0]
+	// The second VNI's local host has the same address: a frame crossing
+	// VNIs would be answered by the wrong one.
+	other := plug(t, sw, "iso", "10.97.0.1/24")[0]
+
+	// The next hop towards the remote VTEP resolves in the background.
+	testnet.Eventually(t, 15*time.Second, "first ping across the tunnel", func() bool {
+		return h.Cmd("ping", "-c", "1", "-W", "1", "10.97.0.2").Run() == nil
+	})
+	if err := h.Ping("10.97.0.2", 3); err != nil {
+		dumpSwitch(t, sw)
+		t.Fatal(err)
+	}
+	if out, err := rem.Cmd("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.97.0.1").CombinedOutput(); err != nil {
+		dumpSwitch(t, sw)
+		t.Fatalf("remote to local: %v\n%s", err, out)
+	}
+
+	// The local host's MAC is learned on its port, the remote's behind
+	// the remote VTEP.
+	fdb, err := sw.FDB("ov")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var behind string
+	for _, e := range fdb {
+		if e.Port == "up0" {
+			behind = e.VTEP
+		}
+	}
+	if behind != netip.MustParseAddr(remote).String() {
+		t.Errorf("no MAC learned behind VTEP %s: %+v", remote, fdb)
+	}
+	if c := counters(t, sw, other.Port); c.TxPackets != 0 {
+		t.Errorf("the other VNI's port was sent %d frames", c.TxPackets)
+	}
+	if up, _ := sw.Port("up0"); !up.Uplink || up.Counters.XDPRedirected == 0 || up.Counters.TxPackets == 0 {
+		t.Errorf("uplink %+v", up)
+	}
+
+	// The host keeps its NIC: TCP to the uplink's own address works while
+	// the program is attached.
+	ln, err := net.Listen("tcp", net.JoinHostPort(local, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		got <- strings.TrimSpace(line)
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	nc := rem.Cmd("sh", "-c", fmt.Sprintf("echo hello-uplink | busybox nc -w 3 %s %d", local, port))
+	if out, err := nc.CombinedOutput(); err != nil {
+		t.Fatalf("TCP to the uplink address: %v\n%s", err, out)
+	}
+	select {
+	case s := <-got:
+		if s != "hello-uplink" {
+			t.Errorf("listener got %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("listener got nothing")
+	}
+}
