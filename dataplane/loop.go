@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/dataplane/frag"
 	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
 )
 
@@ -43,6 +45,19 @@ type loop struct {
 	// netByID finds a tunnel frame's network from its metadata.
 	netByID []*loopNet
 	enc     vxlan.Encoder
+	// frags are the fragments of one outer packet being written, and
+	// fragNext the bound fragBuffer that vxlan.Fragment fills them through.
+	frags    []afxdp.Desc
+	fragNext func(int) []byte
+	// reasm puts outer fragments of tunnel packets back together, under
+	// its memory, count and 30 s time bounds; reasmBuf is its output.
+	reasm    *frag.Reassembler
+	reasmBuf []byte
+	// tunnelNet is the network whose FDB read lock a tunnel batch holds.
+	tunnelNet *loopNet
+	// local and vxlanPort are the uplink's VTEP address and UDP port.
+	local     netip.Addr
+	vxlanPort uint16
 	// underlays is the snapshot of remote VTEPs' next hops, loaded once
 	// per batch.
 	underlays underlayMap
@@ -98,7 +113,7 @@ func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint
 		u.Close()
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &loop{
+	l := &loop{
 		queue:      queue,
 		umem:       u,
 		pool:       newFramePool(u),
@@ -110,7 +125,11 @@ func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint
 		wakeFd:     fd,
 		done:       make(chan struct{}),
 		broken:     broken,
-	}, nil
+		enc:        *vxlan.NewEncoder(),
+		reasm:      frag.NewReassembler(frag.ReassemblerConfig{}),
+	}
+	l.fragNext = l.fragBuffer
+	return l, nil
 }
 
 // do runs fn on the loop goroutine between batches and waits for it.

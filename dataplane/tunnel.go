@@ -1,6 +1,9 @@
 package dataplane
 
 import (
+	"net/netip"
+	"time"
+
 	"github.com/xdpswitch/xdpswitch/bpf"
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
 	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
@@ -21,21 +24,15 @@ type underlayMap map[[16]byte]*vxlan.Underlay
 
 // receiveTunnel takes a batch from the uplink: inner frames its program
 // decapsulated, each behind a metadata record that names the frame's
-// network and the VTEP that sent it. The frame is switched in that network
-// only, and its source MAC learned as behind that VTEP.
+// network and the VTEP that sent it, and outer fragments for reassembly.
+// A frame is switched in its network only, and its source MAC learned as
+// behind its VTEP.
 func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 	n := p.sock.Receive(l.rx[:])
 	if n == 0 {
 		return 0
 	}
 	var rxPackets, rxBytes uint64
-	var cur *loopNet // whose FDB read lock is held
-	release := func() {
-		if cur != nil {
-			cur.fdb.mu.RUnlock()
-			cur.fdb.apply(&l.learn, now)
-		}
-	}
 	for i := range n {
 		d := l.rx[i]
 		if !l.pool.take(d.Addr, frameFill, p.id) {
@@ -53,51 +50,114 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 		rxPackets++
 		rxBytes += uint64(d.Len)
 		if meta.RawFragment {
-			// Outer fragments are steered here to be reassembled before
-			// decapsulation; until that is in place they are counted.
-			p.ctr.drop(DropTunnelFragment)
-			l.pool.release(d.Addr)
+			l.reassemble(p, d, f, meta, now)
 			continue
 		}
 		var ln *loopNet
 		if int(meta.Network) < len(l.netByID) {
 			ln = l.netByID[meta.Network]
 		}
-		if ln == nil {
-			p.ctr.drop(DropUnknownVNI)
-			l.pool.release(d.Addr)
-			continue
-		}
-		if ln != cur {
-			release()
-			cur = ln
-			cur.fdb.mu.RLock()
-		}
-		vtep := meta.OuterSrc.As16()
-		out, flood, reason, ok := decideFrom(f, p.id, &vtep, nil, ln.fdb, now, &l.learn)
-		switch {
-		case !ok:
-			p.ctr.drop(reason)
-			l.pool.release(d.Addr)
-		case !flood && int(out.port) < len(l.ports) && l.ports[out.port] != nil:
-			l.enqueue(l.ports[out.port], d)
-		default:
-			l.floodMembers(ln, p, d, f)
-		}
+		l.switchTunnelFrame(p, ln, d, f, meta.OuterSrc.As16(), now)
 	}
-	release()
+	l.tunnelDone(now)
 	p.ctr.rxPackets.Add(rxPackets)
 	p.ctr.rxBytes.Add(rxBytes)
 	l.flush()
 	return n
 }
 
+// switchTunnelFrame switches one inner frame from the tunnel in network
+// ln. The FDB read lock of the batch's current network is held from one
+// frame to the next and changed only when the network does (tunnelDone
+// lets it go), so a batch of one VNI takes it once.
+func (l *loop) switchTunnelFrame(p *loopPort, ln *loopNet, d afxdp.Desc, f []byte, vtep [16]byte, now int64) {
+	if ln == nil {
+		p.ctr.drop(DropUnknownVNI)
+		l.pool.release(d.Addr)
+		return
+	}
+	if ln != l.tunnelNet {
+		l.tunnelDone(now)
+		l.tunnelNet = ln
+		ln.fdb.mu.RLock()
+	}
+	out, flood, reason, ok := decideFrom(f, p.id, &vtep, nil, ln.fdb, now, &l.learn)
+	switch {
+	case !ok:
+		p.ctr.drop(reason)
+		l.pool.release(d.Addr)
+	case !flood && int(out.port) < len(l.ports) && l.ports[out.port] != nil:
+		l.enqueue(l.ports[out.port], d)
+	default:
+		l.floodMembers(ln, p, d, f)
+	}
+}
+
+// tunnelDone releases the current network's FDB lock and learns what the
+// frames under it taught.
+func (l *loop) tunnelDone(now int64) {
+	if l.tunnelNet != nil {
+		l.tunnelNet.fdb.mu.RUnlock()
+		l.tunnelNet.fdb.apply(&l.learn, now)
+		l.tunnelNet = nil
+	}
+}
+
+// reassemble adds an outer fragment to its datagram (the reassembler
+// copies it, so the frame goes back to the pool at once) and, when the
+// datagram is complete, decapsulates it and switches the inner frame from
+// a fresh UMEM frame.
+func (l *loop) reassemble(p *loopPort, d afxdp.Desc, f []byte, meta bpf.UplinkMeta, now int64) {
+	l3 := ethHeaderLen
+	if meta.OuterVLAN {
+		l3 += vlanHeaderLen
+	}
+	var pkt []byte
+	var done bool
+	var err error
+	if len(f) > l3 {
+		pkt, done, err = l.reasm.Add(f[l3:], time.Now(), l.reasmBuf[:0])
+	}
+	l.pool.release(d.Addr)
+	if err != nil || len(f) <= l3 {
+		p.ctr.drop(DropTunnelFragment)
+		return
+	}
+	if !done {
+		return
+	}
+	l.reasmBuf = pkt[:0] // keep the grown buffer
+	inner, vni, src, _, err := vxlan.Decap(pkt, l.isLocal, l.vxlanPort)
+	if err != nil {
+		p.ctr.drop(DropTunnelFragment)
+		return
+	}
+	var ln *loopNet
+	for _, n := range l.netByID {
+		if n != nil && n.tunnel != nil && n.tunnel.vni == vni {
+			ln = n
+			break
+		}
+	}
+	addr, ok := l.pool.alloc()
+	if !ok {
+		p.ctr.drop(DropNoFrame)
+		return
+	}
+	off := uint64(xdpPacketHeadroom + l.umem.Headroom())
+	if int(off)+len(inner) > int(l.pool.frameSize) {
+		p.ctr.drop(DropTooBig)
+		l.pool.release(addr)
+		return
+	}
+	copy(l.umem.Bytes(addr+off, len(inner)), inner)
+	l.switchTunnelFrame(p, ln, afxdp.Desc{Addr: addr + off, Len: uint32(len(inner))}, l.umem.Bytes(addr+off, len(inner)), src.As16(), now)
+}
+
 // sendTunnel encapsulates a frame from a local port in place, in the
 // headroom in front of it, for the VTEP its destination is behind.
 func (l *loop) sendTunnel(in *loopPort, d afxdp.Desc, vtep [16]byte) {
-	if d, ok := l.encap(in, d, vtep); ok {
-		l.enqueue(l.uplink, d)
-	}
+	l.encapAndSend(in, d, vtep)
 }
 
 // replicate sends a copy of a flooded frame to every remote VTEP of the
@@ -114,35 +174,68 @@ func (l *loop) replicate(in *loopPort, t *tunnel, d afxdp.Desc, f []byte) {
 			continue
 		}
 		copy(l.umem.Bytes(addr+off, len(f)), f)
-		if c, ok := l.encap(in, afxdp.Desc{Addr: addr + off, Len: d.Len}, r); ok {
-			l.enqueue(l.uplink, c)
-		}
+		l.encapAndSend(in, afxdp.Desc{Addr: addr + off, Len: d.Len}, r)
 	}
 }
 
-// encap writes the outer headers in front of the frame, or drops it
-// (returning the frame to the pool) when the VTEP's next hop is unknown or
-// the result would not fit the uplink.
-func (l *loop) encap(in *loopPort, d afxdp.Desc, vtep [16]byte) (afxdp.Desc, bool) {
+// encapAndSend writes the outer headers in front of the frame and queues
+// it on the uplink, in fragments when it exceeds the uplink's MTU (the
+// encapsulation is ours, so DF is ours to clear). It drops the frame when
+// the VTEP's next hop is not known yet.
+func (l *loop) encapAndSend(in *loopPort, d afxdp.Desc, vtep [16]byte) {
 	u := l.underlays[vtep]
 	if u == nil {
 		in.ctr.drop(DropNoUnderlay)
 		l.pool.release(d.Addr)
 		l.requestResolve(vtep)
-		return d, false
+		return
 	}
 	base := d.Addr - d.Addr%l.pool.frameSize
 	start, length, err := l.enc.Encap(l.umem.Bytes(base, int(l.pool.frameSize)), int(d.Addr-base), int(d.Len), in.net.tunnel.vni, u)
-	switch {
-	case err != nil:
+	if err != nil {
 		in.ctr.drop(DropTunnelEncap)
-	case length > l.uplink.port.frameLimit:
-		in.ctr.drop(DropTooBig)
-	default:
-		return afxdp.Desc{Addr: base + uint64(start), Len: uint32(length)}, true
+		l.pool.release(d.Addr)
+		return
 	}
+	out := afxdp.Desc{Addr: base + uint64(start), Len: uint32(length)}
+	limit := l.uplink.port.frameLimit
+	if length <= limit {
+		l.enqueue(l.uplink, out)
+		return
+	}
+	pkt := l.umem.Bytes(out.Addr, length)
+	mtu := limit - ethHeaderLen
+	if n, err := vxlan.Fragments(pkt, mtu); err != nil || n > len(l.pool.free) {
+		in.ctr.drop(DropTooBig)
+		l.pool.release(d.Addr)
+		return
+	}
+	l.frags = l.frags[:0]
+	_, err = l.enc.Fragment(pkt, mtu, l.fragNext)
 	l.pool.release(d.Addr)
-	return d, false
+	if err != nil {
+		in.ctr.drop(DropTooBig)
+		for _, f := range l.frags {
+			l.pool.release(f.Addr)
+		}
+		return
+	}
+	for _, f := range l.frags {
+		l.enqueue(l.uplink, f)
+	}
+}
+
+// fragBuffer hands vxlan.Fragment a fresh frame for each fragment and notes
+// it in l.frags. It is bound once, in newLoop, so that fragmenting does not
+// allocate a closure per packet.
+func (l *loop) fragBuffer(size int) []byte {
+	addr, ok := l.pool.alloc()
+	if !ok {
+		return nil
+	}
+	off := uint64(xdpPacketHeadroom + l.umem.Headroom())
+	l.frags = append(l.frags, afxdp.Desc{Addr: addr + off, Len: uint32(size)})
+	return l.umem.Bytes(addr+off, size)
 }
 
 // requestResolve asks the switch to find a VTEP's next hop, without
@@ -153,3 +246,6 @@ func (l *loop) requestResolve(vtep [16]byte) {
 	default:
 	}
 }
+
+// isLocal tells Decap whether an outer destination is this host's VTEP.
+func (l *loop) isLocal(a netip.Addr) bool { return a.Unmap() == l.local }

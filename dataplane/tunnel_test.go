@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,23 +17,34 @@ func TestVXLANInteropIPv4(t *testing.T) {
 	if !testnet.InNamespace(t) {
 		return
 	}
-	vxlanInterop(t, "10.96.0.1", "10.96.0.2", 24)
+	vxlanInterop(t, "10.96.0.1", "10.96.0.2", 24, 0)
+}
+
+// TestVXLANInteropSmallMTU sends 1400-byte pings across an IPv4 underlay
+// with MTU 1280: the switch fragments its outer packets on the way out,
+// and reassembles the kernel's fragmented ones on the way in.
+func TestVXLANInteropSmallMTU(t *testing.T) {
+	if !testnet.InNamespace(t) {
+		return
+	}
+	vxlanInterop(t, "10.96.0.1", "10.96.0.2", 24, 1280)
 }
 
 func TestVXLANInteropIPv6(t *testing.T) {
 	if !testnet.InNamespace(t) {
 		return
 	}
-	vxlanInterop(t, "fd00:96::1", "fd00:96::2", 64)
+	vxlanInterop(t, "fd00:96::1", "fd00:96::2", 64, 0)
 }
 
 // vxlanInterop runs the switch against the Linux kernel's own VXLAN device
 // as the remote VTEP. The test's namespace is this host, with the uplink;
 // the remote host is a namespace behind it whose vxlan devices carry the
 // remote hosts' addresses.
-func vxlanInterop(t *testing.T, local, remote string, bits int) {
+func vxlanInterop(t *testing.T, local, remote string, bits, mtu int) {
 	rem := testnet.NewNS(t)
 	testnet.Run(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", rem.Name)
+
 	testnet.Run(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", local, bits), "dev", "up0", "nodad")
 	testnet.Run(t, "ip", "link", "set", "up0", "up")
 	rem.Run(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", remote, bits), "dev", "eth0", "nodad")
@@ -48,6 +60,12 @@ func vxlanInterop(t *testing.T, local, remote string, bits int) {
 		rem.Run(t, "ip", "link", "set", dev, "up")
 	}
 
+	if mtu != 0 {
+		// Lowered after the tunnels were made: they keep the MTU of a
+		// 1500-byte underlay, so their packets need fragmenting.
+		testnet.Run(t, "ip", "link", "set", "up0", "mtu", fmt.Sprint(mtu))
+		rem.Run(t, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(mtu))
+	}
 	sw := testSwitch(t, "ov", "iso")
 	if err := sw.AddUplink("up0", netip.MustParseAddr(local), 0); err != nil {
 		t.Fatal(err)
@@ -77,6 +95,18 @@ func vxlanInterop(t *testing.T, local, remote string, bits int) {
 	if out, err := rem.Cmd("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.97.0.1").CombinedOutput(); err != nil {
 		dumpSwitch(t, sw)
 		t.Fatalf("remote to local: %v\n%s", err, out)
+	}
+	if mtu != 0 {
+		// 1400-byte IP packets: 1372 bytes of ICMP payload.
+		for name, cmd := range map[string]*exec.Cmd{
+			"local to remote": h.Cmd("ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "1372", "-M", "dont", "10.97.0.2"),
+			"remote to local": rem.Cmd("ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "1372", "-M", "dont", "10.97.0.1"),
+		} {
+			if out, err := cmd.CombinedOutput(); err != nil {
+				dumpSwitch(t, sw)
+				t.Fatalf("1400-byte ping %s over MTU %d: %v\n%s", name, mtu, err, out)
+			}
+		}
 	}
 
 	// The local host's MAC is learned on its port, the remote's behind

@@ -46,6 +46,11 @@ func (s *Switch) AddUplink(device string, local netip.Addr, port uint16) error {
 		return err
 	}
 	s.uplink, s.uplinkProg, s.local, s.vxlanPort = s.ports[device], prog, local.Unmap(), port
+	for _, l := range s.loops {
+		if err := l.do(func() { l.local, l.vxlanPort = local.Unmap(), port }); err != nil {
+			return err
+		}
+	}
 	s.wg.Add(1)
 	go s.resolveUnderlays()
 	return nil
