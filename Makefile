@@ -6,7 +6,8 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 # How long each fuzz target runs in `make test`; `make fuzz FUZZTIME=60s`
 # for a longer run.
 FUZZTIME    ?= 10s
-FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse ./dhcpd:FuzzHandleBytes
+FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse ./dhcpd:FuzzHandleBytes \
+	./dataplane/vxlan:FuzzDecap ./dataplane/vxlan:FuzzEncapDecap ./bpf:FuzzParseUplinkMeta
 
 .PHONY: all deps generate build test unit fuzz lint demo demo-netns clean
 

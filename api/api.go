@@ -146,4 +146,17 @@ type Lease struct {
 type Stats struct {
 	Ports    []Port    `json:"ports"`
 	Networks []Network `json:"networks"`
+	// Reassembly counts the outer fragments of tunnel packets put back
+	// together before decapsulation.
+	Reassembly Reassembly `json:"reassembly"`
+}
+
+// Reassembly is the state and counts of tunnel fragment reassembly.
+type Reassembly struct {
+	Datagrams        int               `json:"datagrams"` // in progress
+	Bytes            int               `json:"bytes"`     // held
+	Fragments        uint64            `json:"fragments"` // taken in
+	Reassembled      uint64            `json:"reassembled"`
+	Dropped          map[string]uint64 `json:"dropped"`           // fragments, by reason
+	DroppedDatagrams map[string]uint64 `json:"dropped_datagrams"` // by reason
 }

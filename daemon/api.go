@@ -77,7 +77,14 @@ func (d *Daemon) APIHandler() http.Handler {
 		reply(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, http.StatusOK, api.Stats{Ports: apiPorts(d.sw.Ports()), Networks: d.apiNetworks()})
+		rs := d.sw.ReassemblyStats()
+		reply(w, http.StatusOK, api.Stats{
+			Ports: apiPorts(d.sw.Ports()), Networks: d.apiNetworks(),
+			Reassembly: api.Reassembly{
+				Datagrams: rs.Datagrams, Bytes: rs.Bytes, Fragments: rs.In, Reassembled: rs.Reassembled,
+				Dropped: rs.Dropped, DroppedDatagrams: rs.DroppedDatagrams,
+			},
+		})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})

@@ -40,6 +40,8 @@ var (
 	mFDBEvents  = desc("fdb_events_total", "Forwarding database changes: learned, moved, aged, and MACs refused because it was full.", "network", "event")
 	mLeases     = desc("dhcp_leases", "DHCP leases by state.", "network", "state")
 	mDHCP       = desc("dhcp_messages_total", "DHCP messages by type, and those dropped.", "network", "type")
+	mReasm      = desc("reassembly_total", "Outer tunnel fragments: taken in, datagrams reassembled, and fragments dropped by reason.", "event")
+	mReasmHeld  = desc("reassembly_bytes", "Memory holding outer tunnel fragments awaiting reassembly.")
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -92,6 +94,13 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	r := c.d.sw.ReassemblyStats()
+	counter(mReasm, r.In, "fragments")
+	counter(mReasm, r.Reassembled, "reassembled")
+	for reason, v := range r.Dropped {
+		counter(mReasm, v, "dropped_"+reason)
+	}
+	gauge(mReasmHeld, float64(r.Bytes))
 	leases, _ := c.d.Leases("")
 	byState := map[[2]string]int{}
 	for _, l := range leases {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -51,8 +52,9 @@ type loop struct {
 	fragNext func(int) []byte
 	// reasm puts outer fragments of tunnel packets back together, under
 	// its memory, count and 30 s time bounds; reasmBuf is its output.
-	reasm    *frag.Reassembler
-	reasmBuf []byte
+	reasm      *frag.Reassembler
+	reasmBuf   []byte
+	lastExpire int64
 	// tunnelNet is the network whose FDB read lock a tunnel batch holds.
 	tunnelNet *loopNet
 	// local and vxlanPort are the uplink's VTEP address and UDP port.
@@ -166,6 +168,11 @@ func (l *loop) run() {
 		now := clock()
 		if m := l.underlaySrc.Load(); m != nil {
 			l.underlays = *m
+		}
+		if now-l.lastExpire > int64(time.Second) {
+			// Datagrams whose fragments stopped coming free their memory.
+			l.reasm.Expire(time.Now())
+			l.lastExpire = now
 		}
 		work := 0
 		for _, p := range l.active {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpswitch/xdpswitch/bpf"
+	"github.com/xdpswitch/xdpswitch/dataplane/frag"
 	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
 )
 
@@ -209,4 +210,28 @@ func poke(addr netip.Addr, port uint16) {
 	}
 	_, _ = c.Write(nil)
 	c.Close()
+}
+
+// ReassemblyStats sums the loops' reassembly of outer tunnel fragments.
+func (s *Switch) ReassemblyStats() frag.ReassemblyStats {
+	var sum frag.ReassemblyStats
+	sum.Dropped, sum.DroppedDatagrams = map[string]uint64{}, map[string]uint64{}
+	for _, l := range s.loops {
+		st := l.reasm.Stats()
+		sum.Datagrams += st.Datagrams
+		sum.Fragments += st.Fragments
+		sum.Bytes += st.Bytes
+		sum.In += st.In
+		sum.Reassembled += st.Reassembled
+		sum.Joined += st.Joined
+		sum.Atomic += st.Atomic
+		sum.Duplicates += st.Duplicates
+		for k, v := range st.Dropped {
+			sum.Dropped[k] += v
+		}
+		for k, v := range st.DroppedDatagrams {
+			sum.DroppedDatagrams[k] += v
+		}
+	}
+	return sum
 }
