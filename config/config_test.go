@@ -18,7 +18,12 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.Uplink == nil || c.Uplink.Device != "eth1" || c.VXLANPort() != 4789 {
+		t.Errorf("example uplink %+v, port %d", c.Uplink, c.VXLANPort())
+	}
+	// Networks and the uplink are examples; everything else is a default.
 	c.Networks, d.Networks = nil, nil
+	c.Uplink = nil
 	if !reflect.DeepEqual(c, d) {
 		t.Errorf("example config differs from the defaults:\nexample  %+v\ndefaults %+v", *c, *d)
 	}
