@@ -17,10 +17,14 @@ import (
 //   - an IP header that is truncated or malformed: version, header length,
 //     total or payload length beyond the packet, or a bad IPv4 header
 //     checksum (a reassembler that rewrites the header must recompute it);
-//   - a fragment (ErrFragment): reassemble first;
-//   - anything but UDP right after the IP header, IPv6 extension headers
-//     included, and UDP to another port;
-//   - a UDP length other than the IP payload's;
+//   - a fragment (ErrFragment): reassemble first; an IPv6 atomic fragment
+//     (RFC 6946) is whole and accepted;
+//   - anything but UDP right after the IP header (or the atomic fragment's
+//     Fragment header): no other IPv6 extension headers; UDP to another
+//     port;
+//   - a UDP length beyond the IP payload or too short for the VXLAN
+//     header (one short of the payload leaves trailing bytes, ignored, as
+//     by Linux and the XDP program);
 //   - a UDP checksum that does not verify; a zero checksum means none,
 //     over IPv4 (RFC 768) and over IPv6 too (RFC 6935 allows it for
 //     tunnels, and it is the kernel's udp6zerocsumtx);
@@ -71,17 +75,25 @@ func Decap(pkt []byte, local func(netip.Addr) bool, port uint16) (inner []byte, 
 		if ipv6Len+payload > len(pkt) {
 			return nil, 0, netip.Addr{}, 0, ErrTruncated
 		}
-		switch pkt[6] {
-		case protoUDP:
-		case protoIPv6Frg:
-			return nil, 0, netip.Addr{}, 0, ErrFragment
-		default:
+		udp = pkt[ipv6Len : ipv6Len+payload]
+		next := pkt[6]
+		if next == protoIPv6Frg {
+			// An atomic fragment (RFC 6946, offset 0 and no more to
+			// come) is a whole datagram after all; a real one is not.
+			if len(udp) < fragLen {
+				return nil, 0, netip.Addr{}, 0, ErrTruncated
+			}
+			if binary.BigEndian.Uint16(udp[2:])&0xfff9 != 0 {
+				return nil, 0, netip.Addr{}, 0, ErrFragment
+			}
+			next, udp = udp[0], udp[fragLen:]
+		}
+		if next != protoUDP {
 			return nil, 0, netip.Addr{}, 0, ErrNotUDP
 		}
 		addrs = pkt[8:40]
 		src = netip.AddrFrom16([16]byte(pkt[8:24]))
 		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
-		udp = pkt[ipv6Len : ipv6Len+payload]
 	default:
 		return nil, 0, netip.Addr{}, 0, ErrMalformed
 	}
@@ -91,9 +103,13 @@ func Decap(pkt []byte, local func(netip.Addr) bool, port uint16) (inner []byte, 
 	if binary.BigEndian.Uint16(udp[2:]) != port {
 		return nil, 0, netip.Addr{}, 0, ErrPort
 	}
-	if int(binary.BigEndian.Uint16(udp[4:])) != len(udp) {
+	// A UDP length short of the IP payload leaves trailing bytes that are
+	// not the datagram's (RFC 768; Linux trims them, the XDP program too).
+	ulen := int(binary.BigEndian.Uint16(udp[4:]))
+	if ulen < udpLen+vxlanLen || ulen > len(udp) {
 		return nil, 0, netip.Addr{}, 0, ErrMalformed
 	}
+	udp = udp[:ulen]
 	if binary.BigEndian.Uint16(udp[6:]) != 0 && !udpChecksumOK(addrs, udp) {
 		return nil, 0, netip.Addr{}, 0, ErrChecksum
 	}

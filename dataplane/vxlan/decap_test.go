@@ -101,7 +101,6 @@ func TestDecapChecks(t *testing.T) {
 		{name: "ipv4 MF", want: ErrFragment, edit: func(ip []byte) []byte { ip[6] |= 0x20; fixIPv4(ip); return ip }},
 		{name: "ipv4 offset", want: ErrFragment, edit: func(ip []byte) []byte { ip[7] = 1; fixIPv4(ip); return ip }},
 		{name: "ipv4 DF only", edit: func(ip []byte) []byte { ip[6] = 0x40; fixIPv4(ip); return ip }},
-		{name: "ipv6 fragment header", v6: true, want: ErrFragment, edit: func(ip []byte) []byte { ip[6] = 44; return ip }},
 		{name: "ipv4 TCP", want: ErrNotUDP, edit: func(ip []byte) []byte { ip[9] = 6; fixIPv4(ip); return ip }},
 		{name: "ipv6 hop-by-hop", v6: true, want: ErrNotUDP, edit: func(ip []byte) []byte { ip[6] = 0; return ip }},
 		{name: "ipv4 no room for headers", want: ErrTruncated, edit: func(ip []byte) []byte {
@@ -112,9 +111,60 @@ func TestDecapChecks(t *testing.T) {
 		{name: "wrong port", want: ErrPort, edit: func(ip []byte) []byte { ip[u4+3]++; return ip }},
 		{name: "other configured port", port: 8472, want: ErrPort, edit: func(ip []byte) []byte { return ip }},
 		{name: "configured port", port: 8472, edit: func(ip []byte) []byte { binary.BigEndian.PutUint16(ip[u4+2:], 8472); return ip }},
-		{name: "udp length short", want: ErrMalformed, edit: func(ip []byte) []byte { ip[u4+5]--; return ip }},
+		{name: "udp length short of the payload", edit: func(ip []byte) []byte {
+			// The inner frame ends where the UDP length says.
+			binary.BigEndian.PutUint16(ip[u4+4:], uint16(len(ip)-u4-2))
+			return ip
+		}},
+		{name: "ipv6 udp length short of the payload", v6: true, edit: func(ip []byte) []byte {
+			// Bytes after the datagram, inside the IP payload, are ignored.
+			ip = append(ip, 0xaa, 0xbb, 0xcc)
+			binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+			return ip
+		}},
+		{name: "ipv4 udp length short of the payload", edit: func(ip []byte) []byte {
+			fixUDP(ip) // a real checksum, over the datagram only
+			ip = append(ip, 0xaa, 0xbb, 0xcc)
+			binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+			fixIPv4(ip)
+			return ip
+		}},
+		{name: "udp length too short for VXLAN", want: ErrMalformed, edit: func(ip []byte) []byte {
+			binary.BigEndian.PutUint16(ip[u4+4:], 15)
+			return ip
+		}},
 		{name: "udp length long", want: ErrMalformed, edit: func(ip []byte) []byte { ip[u4+5]++; return ip }},
-		{name: "ipv6 udp length", v6: true, want: ErrMalformed, edit: func(ip []byte) []byte { ip[u6+5]--; fixUDP(ip); return ip }},
+		{name: "ipv6 udp length long", v6: true, want: ErrMalformed, edit: func(ip []byte) []byte { ip[u6+5]++; return ip }},
+		{name: "ipv6 atomic fragment", v6: true, edit: func(ip []byte) []byte {
+			ip = append(ip[:40], append([]byte{17, 0, 0, 0, 1, 2, 3, 4}, ip[40:]...)...)
+			ip[6] = 44
+			binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+			return ip
+		}},
+		{name: "ipv6 first fragment", v6: true, want: ErrFragment, edit: func(ip []byte) []byte {
+			ip = append(ip[:40], append([]byte{17, 0, 0, 1, 1, 2, 3, 4}, ip[40:]...)...)
+			ip[6] = 44
+			binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+			return ip
+		}},
+		{name: "ipv6 later fragment", v6: true, want: ErrFragment, edit: func(ip []byte) []byte {
+			ip = append(ip[:40], append([]byte{17, 0, 0, 8, 1, 2, 3, 4}, ip[40:]...)...)
+			ip[6] = 44
+			binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+			return ip
+		}},
+		{name: "ipv6 atomic fragment, not UDP", v6: true, want: ErrNotUDP, edit: func(ip []byte) []byte {
+			ip = append(ip[:40], append([]byte{6, 0, 0, 0, 1, 2, 3, 4}, ip[40:]...)...)
+			ip[6] = 44
+			binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+			return ip
+		}},
+		{name: "ipv6 fragment header cut", v6: true, want: ErrTruncated, edit: func(ip []byte) []byte {
+			ip = ip[:40+7]
+			ip[6] = 44
+			binary.BigEndian.PutUint16(ip[4:], 7)
+			return ip
+		}},
 		{name: "no I flag", want: ErrFlags, edit: func(ip []byte) []byte { ip[u4+8] = 0; return ip }},
 		{name: "extra flag", want: ErrFlags, edit: func(ip []byte) []byte { ip[u4+8] |= 0x80; return ip }},
 		{name: "reserved 1", want: ErrFlags, edit: func(ip []byte) []byte { ip[u4+9] = 1; return ip }},

@@ -30,7 +30,10 @@
 // discovery cannot help. So the switch fragments its own outer packet
 // ([Encoder.Fragment]) and counts it, and the remote VTEP's IP stack
 // reassembles (Linux does, before its vxlan device sees the packet; this
-// package's switch reassembles in Go and calls [Decap]). The inner packet's
+// package's switch reassembles in Go and calls [Decap]). A fragmented IPv4
+// datagram gets its own identification and a UDP checksum, so that a
+// receiver cannot silently put together fragments of two datagrams whose
+// 16-bit identifications met (RFC 4963). The inner packet's
 // DF bit is the VMs' business and is never looked at: the tunnel is a link,
 // not a router.
 //
@@ -49,8 +52,10 @@
 // The uplink's XDP program decapsulates whole tunnel packets in the kernel.
 // Fragmented ones it hands to the switch raw; the switch reassembles them and
 // calls [Decap] on the reassembled IP packet (or [DecapFrame] on a frame with
-// its Ethernet header), which applies the same checks as the XDP program:
-// the I flag set and every reserved bit zero, UDP and IP lengths that agree,
-// the destination one of ours, an inner frame of at least an Ethernet header,
-// and the UDP checksum when there is one.
+// its Ethernet header), which applies the XDP program's checks: the I flag
+// set and every reserved bit zero, a UDP length within the IP payload, the
+// destination one of ours, an inner frame of at least an Ethernet header.
+// Being off the fast path, it also verifies the UDP checksum when there is
+// one and the IPv4 header checksum, and refuses a source that is not unicast
+// (the switch would learn MAC addresses behind it).
 package vxlan

@@ -15,8 +15,8 @@ type Encoder struct {
 	// labels. Each flow keeps its port for as long as the seed stays.
 	Seed uint64
 
-	ipID   uint16 // IPv4 identification of the last packet
-	fragID uint32 // IPv6 fragment identification of the last packet
+	ipID   uint16 // IPv4 identification of Encap's last packet
+	fragID uint32 // identification of Fragment's last datagram
 }
 
 // NewEncoder returns an Encoder with a random hash seed and random

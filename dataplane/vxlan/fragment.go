@@ -107,9 +107,13 @@ func Fragments(pkt []byte, mtu int) (int, error) {
 //
 // Each fragment repeats pkt's Ethernet header and VLAN tag. Over IPv4 it
 // repeats the IP header with DF cleared, MF set on all but the last, the
-// offset in 8-byte units, the packet's own identification and a fresh
-// header checksum (RFC 791). Over IPv6 it adds a Fragment header (RFC 8200
-// §4.5) with the next identification of the Encoder.
+// offset in 8-byte units, a fresh header checksum (RFC 791) and a fresh
+// identification: the Encoder counts fragmented datagrams apart from
+// Encap's packets, so that an identification comes round again only after
+// 65536 fragmented datagrams, not 65536 packets. A zero UDP checksum is
+// filled in, so that the receiver can tell a datagram put together from
+// the fragments of two. Over IPv6 it adds a Fragment header (RFC 8200
+// §4.5) with the Encoder's next identification.
 func (e *Encoder) Fragment(pkt []byte, mtu int, next func(size int) []byte) (n int, err error) {
 	o, err := parseOuter(pkt, mtu)
 	if err != nil || o.count == 0 {
@@ -117,10 +121,16 @@ func (e *Encoder) Fragment(pkt []byte, mtu int, next func(size int) []byte) (n i
 	}
 	head := pkt[:o.l3+o.hdr]
 	payload := pkt[o.l3+o.hdr:]
-	var id uint32
-	if !o.v4 {
-		e.fragID++
-		id = e.fragID
+	e.fragID++
+	id := e.fragID
+	// Over IPv4, a UDP datagram without a checksum gets one: the 16-bit
+	// identification wraps within seconds at high rates, and a receiver
+	// that puts together fragments of two datagrams (RFC 4963) must be
+	// able to tell. Its header is in the first fragment (o.data ≥ 48).
+	var udpSum uint16
+	if o.v4 && pkt[o.l3+9] == protoUDP && len(payload) >= udpLen &&
+		int(binary.BigEndian.Uint16(payload[4:])) == len(payload) && binary.BigEndian.Uint16(payload[6:]) == 0 {
+		udpSum = udpChecksum(pkt[o.l3+12:o.l3+20], payload)
 	}
 	for i := 0; i < o.count; i++ {
 		start := i * o.data
@@ -140,6 +150,7 @@ func (e *Encoder) Fragment(pkt []byte, mtu int, next func(size int) []byte) (n i
 		ip := b[o.l3:]
 		if o.v4 {
 			binary.BigEndian.PutUint16(ip[2:], uint16(ipv4Len+len(chunk)))
+			binary.BigEndian.PutUint16(ip[4:], uint16(id))
 			fo := uint16(start / 8)
 			if more {
 				fo |= ipv4MF
@@ -161,6 +172,9 @@ func (e *Encoder) Fragment(pkt []byte, mtu int, next func(size int) []byte) (n i
 			binary.BigEndian.PutUint32(fh[4:], id)
 		}
 		copy(b[len(head)+fragHdr:], chunk)
+		if i == 0 && udpSum != 0 {
+			binary.BigEndian.PutUint16(b[len(head)+6:], udpSum)
+		}
 	}
 	return o.count, nil
 }

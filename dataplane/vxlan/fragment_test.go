@@ -82,9 +82,7 @@ func TestFragment(t *testing.T) {
 					t.Fatalf("fragment %d: %d bytes", i, len(ip))
 				}
 				if ip[0]>>4 == 4 {
-					if !bytes.Equal(ip[4:6], pkt[l3+4:l3+6]) {
-						t.Fatalf("fragment %d: identification % x, packet had % x", i, ip[4:6], pkt[l3+4:l3+6])
-					}
+					// (reassemble checks that the identification is one.)
 					fl := binary.BigEndian.Uint16(ip[6:])
 					if fl&0x4000 != 0 || (fl&0x2000 != 0) != (i < len(frags)-1) {
 						t.Fatalf("fragment %d of %d: flags %#04x", i, len(frags), fl)
@@ -109,9 +107,15 @@ func TestFragment(t *testing.T) {
 				t.Fatal(err)
 			}
 			if whole[0]>>4 == 4 {
-				// Reassembled, it is the original packet but for DF.
+				// Reassembled, it is the original packet but for DF, the
+				// identification and the UDP checksum, filled in.
+				if err := checkUDP(whole, false); err != nil {
+					t.Fatal(err)
+				}
 				want := append([]byte(nil), pkt[l3:]...)
 				want[6] &^= 0x40
+				copy(want[4:6], whole[4:6])
+				copy(want[26:28], whole[26:28])
 				fixIPv4(want)
 				if !bytes.Equal(whole, want) {
 					t.Fatal("reassembled packet differs from the original")
@@ -134,25 +138,70 @@ func TestFragment(t *testing.T) {
 	}
 }
 
+// Every fragmented datagram has an identification of its own, and packets
+// that need no fragmenting do not use up IPv4 identifications.
 func TestFragmentIdentification(t *testing.T) {
+	e := NewEncoder()
+	for _, u := range []*Underlay{underlay4(), underlay6()} {
+		ids := map[uint32]bool{}
+		for range 1000 {
+			for range 100 {
+				if _, err := encapCopy(e, make([]byte, 100), 1, u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pkt, err := encapCopy(e, make([]byte, 2000), 1, u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frags := fragmentAll(t, e, pkt, 1280)
+			var id uint32
+			for i, f := range frags {
+				fid := uint32(binary.BigEndian.Uint16(f[14+4:]))
+				if u.Src.Is6() {
+					fid = binary.BigEndian.Uint32(f[14+44:])
+				}
+				if i == 0 {
+					id = fid
+				} else if fid != id {
+					t.Fatal("fragments of one datagram with several identifications")
+				}
+			}
+			if ids[id] {
+				t.Fatalf("identification %#x again", id)
+			}
+			ids[id] = true
+		}
+	}
+}
+
+// A fragmented IPv4 datagram that had a UDP checksum keeps it; one that
+// had none gets one, which the receiver verifies.
+func TestFragmentUDPChecksum(t *testing.T) {
 	e := &Encoder{}
-	pkt, err := encapCopy(e, make([]byte, 2000), 1, underlay6())
+	pkt, err := encapCopy(e, make([]byte, 2000), 1, underlay4())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := map[uint32]bool{}
-	for range 100 {
-		frags := fragmentAll(t, e, pkt, 1280)
-		id := binary.BigEndian.Uint32(frags[0][14+44:])
-		for _, f := range frags {
-			if binary.BigEndian.Uint32(f[14+44:]) != id {
-				t.Fatal("fragments of one packet with several identifications")
-			}
+	for _, withSum := range []bool{false, true} {
+		p := append([]byte(nil), pkt...)
+		if withSum {
+			fixUDP(p[14:])
 		}
-		if ids[id] {
-			t.Fatalf("identification %#x again", id)
+		frags := fragmentAll(t, e, p, 1280)
+		whole, err := reassemble(frags, 1280)
+		if err != nil {
+			t.Fatal(err)
 		}
-		ids[id] = true
+		if err := checkUDP(whole, false); err != nil {
+			t.Errorf("checksum before: %v; after: %v", withSum, err)
+		}
+		if withSum && !bytes.Equal(whole[26:28], p[14+26:14+28]) {
+			t.Error("a UDP checksum was changed")
+		}
+		if _, _, _, _, err := Decap(whole, isLocal, 0); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
