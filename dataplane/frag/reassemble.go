@@ -45,7 +45,7 @@ func (c *ReassemblerConfig) normalize() {
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = DefaultReassemblyBytes
 	}
-	c.MaxBytes = min(c.MaxBytes, 1<<30)
+	c.MaxBytes = max(min(c.MaxBytes, 1<<30), chunkSize)
 	if c.MaxDatagrams <= 0 {
 		c.MaxDatagrams = DefaultReassemblyDatagrams
 	}
@@ -191,7 +191,8 @@ func (r *Reassembler) limit(version uint8) int {
 // with the total length, flags, offset and checksum fixed, or an IPv6
 // packet with its payload length fixed and the Fragment header taken out
 // of the extension header chain. An IPv6 atomic fragment comes back at
-// once the same way.
+// once the same way. dst must not overlap pkt; the packet returned lives
+// in dst (or in a new slice when dst was too small).
 //
 // A nil error with done false means the fragment is kept (or was an exact
 // duplicate). An error means it was dropped, and says why; with
@@ -266,7 +267,7 @@ func (r *Reassembler) Add(pkt []byte, now time.Time, dst []byte) (out []byte, do
 	if in.First {
 		need += chunksFor(in.HeaderLen)
 	}
-	if !r.reserve(need, s) {
+	if !r.reserve(need, s) || len(r.freePiece) == 0 {
 		return nil, false, r.fail(s, ReasonOverMemory, 1, ts)
 	}
 	// Keep it.

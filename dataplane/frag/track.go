@@ -222,8 +222,23 @@ type heldRec struct {
 // Ownership: a frame passed to Later belongs to the tracker exactly when
 // Later returns Hold, and until a later call (First, Later, Reject,
 // Expire, Flush) appends it to out; from then on it is the caller's again.
-// Every held frame comes back exactly once; Held and HeldFrames tell how
-// many the tracker has at any time.
+// Every held frame comes back exactly once. HeldFrames and AppendHeld tell
+// which frames the tracker has at any time, for the loop's frame
+// accounting. Frames given back with Allow are forwarded as if they had
+// just arrived (the caller looks up their destination then); the others
+// are freed.
+//
+// Rules: the tracker keeps no bytes, only which byte ranges of each
+// datagram it has seen, so any byte seen twice is an overlap (RFC 5722):
+// an exact duplicate too, a second first fragment above all (it could
+// carry another upper-layer header). The datagram is then dropped: its
+// held frames, the fragment at hand and its fragments still to come,
+// until the timeout. So are datagrams whose first fragment Parse refused
+// (Reject), whose fragments contradict the datagram's length, or that
+// would hold more than the per-datagram caps. A record is forgotten as
+// soon as every byte of its datagram has been seen, or after the
+// timeout; the oldest records and held frames are dropped first when the
+// caps are reached.
 type Tracker struct {
 	cfg      TrackerConfig
 	timeout  int64
@@ -275,8 +290,8 @@ func NewTracker(cfg TrackerConfig) *Tracker {
 // Config is the configuration in effect, defaults filled in.
 func (t *Tracker) Config() TrackerConfig { return t.cfg }
 
-// span checks a fragment's place; the tracker never trusts the caller's
-// Info blindly.
+// fragSpan checks a fragment's place: the tracker does not trust the
+// caller's Info blindly.
 func fragSpan(in *Info) (lo, hi uint32, ok bool) {
 	if in.Offset < 0 || in.DataLen <= 0 || in.Offset+in.DataLen > 1<<17 {
 		return 0, 0, false
@@ -292,8 +307,8 @@ func fragSpan(in *Info) (lo, hi uint32, ok bool) {
 // the datagram are appended to out with the same action (Allow, Deny, or
 // Drop), in the order they arrived; frames of other datagrams the tracker
 // had to give up may be appended too, with Drop. out grows by append: to
-// allocate nothing, pass a slice with capacity for MaxHeldFrames+1 (a
-// call gives back at most all held frames).
+// allocate nothing, pass a slice with capacity for MaxHeldFrames (a
+// call gives back at most every held frame).
 func (t *Tracker) First(in *Info, v Action, now time.Time, out []Held) (Outcome, []Held) {
 	if !in.IsFragment {
 		return Outcome{Action: Pass}, out
@@ -395,7 +410,10 @@ func (t *Tracker) Later(in *Info, h Held, now time.Time, out []Held) (Outcome, [
 		out = t.spoil(i, r, ts, out)
 		return t.dropOne(r), out
 	}
-	out = t.makeRoom(int64(h.Len), i, out)
+	if out, ok = t.makeRoom(int64(h.Len), i, out); !ok {
+		out = t.spoil(i, ReasonOverMemory, ts, out)
+		return t.dropOne(ReasonOverMemory), out
+	}
 	t.hold(i, h)
 	return Outcome{Action: Hold}, out
 }
@@ -405,7 +423,10 @@ func (t *Tracker) holdNew(in *Info, lo, hi uint32, h Held, ts int64, out []Held)
 	if int64(h.Len) > int64(t.cfg.MaxHeldBytesPerDatagram) {
 		return t.dropOne(ReasonHoldLimit), out
 	}
-	out = t.makeRoom(int64(h.Len), -1, out)
+	out, ok := t.makeRoom(int64(h.Len), -1, out)
+	if !ok {
+		return t.dropOne(ReasonOverMemory), out
+	}
 	i, out := t.alloc(&in.Key, ts, out)
 	e := &t.recs[i]
 	e.state = statePending
@@ -536,21 +557,23 @@ func (t *Tracker) release(i int32) {
 }
 
 // makeRoom drops the datagrams that have waited longest, other than keep,
-// until one more frame of n bytes fits under the global hold caps.
-func (t *Tracker) makeRoom(n int64, keep int32, out []Held) []Held {
+// until one more frame of n bytes fits under the global hold caps. It
+// reports false when even that is not enough, which the per-datagram caps
+// (within the global ones) rule out.
+func (t *Tracker) makeRoom(n int64, keep int32, out []Held) ([]Held, bool) {
 	for len(t.freeHeld) == 0 || t.heldLen+n > int64(t.cfg.MaxHeldBytes) {
 		v := t.pending.head
 		if v == keep {
 			v = t.ln.next[v]
 		}
 		if v < 0 {
-			break // cannot happen: the per-datagram caps are within the global ones
+			return out, false
 		}
 		t.ctr.droppedDatagrams[ReasonOverMemory].Add(1)
 		out = t.giveBack(v, Drop, ReasonOverMemory, out)
 		t.release(v)
 	}
-	return out
+	return out, true
 }
 
 // hold keeps h for record i, at the end of its queue. makeRoom made room.
