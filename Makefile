@@ -7,7 +7,8 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 # for a longer run.
 FUZZTIME    ?= 10s
 FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse ./dhcpd:FuzzHandleBytes \
-	./dataplane/vxlan:FuzzDecap ./dataplane/vxlan:FuzzEncapDecap ./bpf:FuzzParseUplinkMeta
+	./dataplane/vxlan:FuzzDecap ./dataplane/vxlan:FuzzEncapDecap ./bpf:FuzzParseUplinkMeta \
+	./dataplane/frag:FuzzParse ./dataplane/frag:FuzzReassembler ./dataplane/frag:FuzzTracker
 
 .PHONY: all deps generate build test unit fuzz lint demo demo-netns clean
 
