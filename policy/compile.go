@@ -1,0 +1,649 @@
+package policy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// The key spaces a rule can be indexed in.
+const (
+	spSrc4 = iota
+	spDst4
+	spSrc6
+	spDst6
+	spSport
+	spDport
+	numSpaces
+)
+
+var spaceBits = [numSpaces]uint{32, 32, 128, 128, 16, 16}
+
+// The dimensions a rule is indexed by: a rule sits in the index of one of
+// them (both families' indexes for an address dimension).
+const (
+	dimDst = iota
+	dimSrc
+	dimDport
+	dimSport
+	numDims
+	dimNone = -1
+)
+
+var dimSpaces = [numDims][]int{
+	dimDst:   {spDst4, spDst6},
+	dimSrc:   {spSrc4, spSrc6},
+	dimDport: {spDport},
+	dimSport: {spSport},
+}
+
+// listBudget bounds the work (and memory) of one index's candidate lists,
+// in list entries before sharing: rules whose ranges cover so many other
+// rules' boundaries that the lists would exceed it are checked one by one
+// instead.
+var listBudget = 1 << 22
+
+// riv is one interval of a rule in a key space, inclusive.
+type riv struct {
+	a, b u128
+	r    int32
+}
+
+// norm is a rule made ready to compile: lists sorted, nested prefixes
+// and overlapping port ranges merged.
+type norm struct {
+	flags        uint32 // as in the record
+	src4, dst4   []netip.Prefix
+	src6, dst6   []netip.Prefix
+	sport, dport []PortRange
+	ivs          [numSpaces][]riv
+}
+
+func (n *norm) catchAll() bool {
+	return n.flags&flagSrcAny != 0 && n.flags&flagDstAny != 0 && len(n.sport) == 0 && len(n.dport) == 0
+}
+
+// Compile checks a ruleset and builds its classifier.
+//
+// Compiling reorders nothing: the result matches exactly as a scan of the
+// rules in order would (the tests prove it on random rulesets).
+func Compile(rs Ruleset) (*Classifier, error) {
+	if err := rs.Check(); err != nil {
+		return nil, err
+	}
+	n := len(rs.Rules)
+	c := &Classifier{deflt: rs.Default, rules: n, cand: []uint32{0}}
+	c.src4, c.dst4 = emptyTrie32(), emptyTrie32()
+	c.src6, c.dst6 = emptyTrie128(), emptyTrie128()
+	c.ports = []portTries{emptyPorts()} // ports[0]: for protocols without
+	for d := range c.first {
+		for p := range c.first[d] {
+			c.first[d][p] = noRule
+		}
+	}
+	c.info.Rules = n
+	norms := make([]norm, n)
+	recOff := make([]uint32, n)
+	live := make([]bool, n) // needs an index
+	specs := map[string]bool{}
+	for i := range rs.Rules {
+		nr := &norms[i]
+		spec := normalize(&rs.Rules[i], int32(i), nr)
+		off := uint32(len(c.rec))
+		recOff[i] = noRule
+		if specs[spec] || c.shadowed(nr.flags, off) {
+			c.info.Dead++
+			continue
+		}
+		specs[spec] = true
+		recOff[i] = off
+		c.emit(i, nr)
+		if nr.catchAll() {
+			c.claimFirst(nr.flags, off)
+			c.info.ByProto++
+			continue
+		}
+		live[i] = true
+	}
+
+	// Choose each rule's dimension: the one where the fewest other rules
+	// overlap it, so that a packet's candidate lists stay short.
+	cost := make([][numDims]int32, n)
+	for sp := range numSpaces {
+		var all []riv
+		for i := range norms {
+			if live[i] {
+				all = append(all, norms[i].ivs[sp]...)
+			}
+		}
+		d := spaceDim(sp)
+		for j, v := range overlapCost(all, spaceBits[sp]) {
+			cost[all[j].r][d] = max(cost[all[j].r][d], v)
+		}
+	}
+	dim := make([]int, n)
+	for i := range dim {
+		dim[i] = dimNone
+		if !live[i] {
+			continue
+		}
+		for d := range numDims {
+			if cost[i][d] > 0 && (dim[i] == dimNone || cost[i][d] < cost[i][dim[i]]) {
+				dim[i] = d
+			}
+		}
+	}
+
+	// The indexes' inputs: per address space, and per protocol for ports.
+	type group struct {
+		sp    int
+		proto int // for port spaces
+		ivs   []riv
+	}
+	var groups []*group
+	byKey := map[[2]int]*group{}
+	for i := range n {
+		if dim[i] == dimNone {
+			continue
+		}
+		proto := -1
+		if dim[i] == dimDport || dim[i] == dimSport {
+			proto = int(norms[i].flags >> 16)
+		}
+		for _, sp := range dimSpaces[dim[i]] {
+			if len(norms[i].ivs[sp]) == 0 {
+				continue
+			}
+			g := byKey[[2]int{sp, proto}]
+			if g == nil {
+				g = &group{sp: sp, proto: proto}
+				byKey[[2]int{sp, proto}] = g
+				groups = append(groups, g)
+			}
+			g.ivs = append(g.ivs, norms[i].ivs[sp]...)
+		}
+	}
+	residual := make([]bool, n)
+	for _, g := range groups {
+		for _, r := range overBudget(g.ivs, spaceBits[g.sp], listBudget) {
+			residual[r] = true
+		}
+	}
+	// A rule that matches every packet reaching its list ends the list.
+	terminal := make([]bool, n)
+	for i := range norms {
+		nr, d := &norms[i], dim[i]
+		terminal[i] = d != dimNone && nr.flags&dirsAll == dirsAll &&
+			(d == dimSrc || nr.flags&flagSrcAny != 0) && (d == dimDst || nr.flags&flagDstAny != 0) &&
+			(d == dimSport || len(nr.sport) == 0) && (d == dimDport || len(nr.dport) == 0) &&
+			(nr.flags&flagAnyProto != 0 || d == dimDport || d == dimSport)
+	}
+	lb := listBuilder{c: c, recOff: recOff, terminal: terminal, ids: map[string]uint32{}}
+	for _, g := range groups {
+		g.ivs = slices.DeleteFunc(g.ivs, func(v riv) bool { return residual[v.r] })
+		keys, vals := lb.sweep(g.ivs, spaceBits[g.sp])
+		switch g.sp {
+		case spSrc4:
+			c.src4 = buildTrie32(keys, vals, 32)
+		case spDst4:
+			c.dst4 = buildTrie32(keys, vals, 32)
+		case spSrc6:
+			c.src6 = buildTrie128(keys, vals)
+		case spDst6:
+			c.dst6 = buildTrie128(keys, vals)
+		default:
+			pi := c.portIndex[g.proto]
+			if pi == 0 {
+				c.ports = append(c.ports, emptyPorts())
+				pi = uint8(len(c.ports) - 1)
+				c.portIndex[g.proto] = pi
+			}
+			x := &c.ports[pi].dst
+			if g.sp == spSport {
+				x = &c.ports[pi].src
+			}
+			*x = buildTrie32(keys, vals, 16)
+		}
+	}
+	for i := range n {
+		switch {
+		case residual[i]:
+			c.residual = append(c.residual, recOff[i])
+			c.info.Residual++
+		case dim[i] == dimSrc || dim[i] == dimDst:
+			c.info.ByAddress++
+		case dim[i] == dimSport || dim[i] == dimDport:
+			c.info.ByPort++
+		}
+	}
+	c.measure()
+	tooBig := len(c.rec) >= oneBit || len(c.cand) >= oneBit
+	for _, t := range []*trie32{&c.src4, &c.dst4} {
+		tooBig = tooBig || len(t.w) > e32Off
+	}
+	for _, p := range c.ports {
+		tooBig = tooBig || len(p.src.w) > e32Off || len(p.dst.w) > e32Off
+	}
+	for _, t := range []*trie128{&c.src6, &c.dst6} {
+		tooBig = tooBig || len(t.w) > 4*e128Off
+	}
+	if tooBig {
+		return nil, fmt.Errorf("the ruleset is too large to compile (%d rules, %d MiB)", n, c.info.Bytes>>20)
+	}
+	return c, nil
+}
+
+const dirsAll = 1<<Both | 1<<In | 1<<Out
+
+func emptyPorts() portTries {
+	return portTries{emptyTrie32(), emptyTrie32()}
+}
+
+func spaceDim(sp int) int {
+	switch sp {
+	case spSrc4, spSrc6:
+		return dimSrc
+	case spDst4, spDst6:
+		return dimDst
+	case spSport:
+		return dimSport
+	}
+	return dimDport
+}
+
+func (c *Classifier) measure() {
+	in := &c.info
+	in.Bytes = 4 * (len(c.rec) + len(c.cand) + len(c.residual) + len(c.first)*len(c.first[0]))
+	for _, t := range []*trie32{&c.src4, &c.dst4} {
+		in.Bytes += 4 * len(t.w)
+		in.MaxDepth = max(in.MaxDepth, t.depth)
+	}
+	for _, t := range []*trie128{&c.src6, &c.dst6} {
+		in.Bytes += 4 * len(t.w)
+		in.MaxDepth = max(in.MaxDepth, t.depth)
+	}
+	for _, p := range c.ports {
+		for _, t := range []trie32{p.src, p.dst} {
+			in.Bytes += 4 * len(t.w)
+			in.MaxDepth = max(in.MaxDepth, t.depth)
+		}
+	}
+	for i := 1; i < len(c.cand); i += 1 + int(c.cand[i]) {
+		in.MaxList = max(in.MaxList, int(c.cand[i]))
+	}
+	if c.src4.root|c.dst4.root|c.src6.root|c.dst6.root != 0 || len(c.ports) > 1 {
+		in.MaxList = max(in.MaxList, 1)
+	}
+}
+
+// normalize prepares rule number i and returns a key that is equal for
+// rules that match the same packets.
+func normalize(in *Rule, i int32, n *norm) string {
+	dirs := uint32(dirsAll)
+	if in.Direction != Both {
+		dirs = 1 << in.Direction
+	}
+	n.flags = dirs | uint32(famsOf(in.Src)&famsOf(in.Dst))<<3 | uint32(in.Action&1)<<5 | uint32(in.Proto)<<16
+	if in.Proto == AnyProto {
+		n.flags |= flagAnyProto
+	}
+	if len(in.Src) == 0 {
+		n.flags |= flagSrcAny
+	}
+	if len(in.Dst) == 0 {
+		n.flags |= flagDstAny
+	}
+	fams := famsOf(in.Src) & famsOf(in.Dst)
+	for _, p := range normPrefixes(in.Src) {
+		if p.Addr().Is4() {
+			n.src4 = append(n.src4, p)
+		} else {
+			n.src6 = append(n.src6, p)
+		}
+	}
+	for _, p := range normPrefixes(in.Dst) {
+		if p.Addr().Is4() {
+			n.dst4 = append(n.dst4, p)
+		} else {
+			n.dst6 = append(n.dst6, p)
+		}
+	}
+	if fams&fam4 == 0 { // unreachable: the rule is IPv6 only
+		n.src4, n.dst4 = nil, nil
+	}
+	if fams&fam6 == 0 {
+		n.src6, n.dst6 = nil, nil
+	}
+	n.sport, n.dport = normRanges(in.SrcPorts), normRanges(in.DstPorts)
+	var spec strings.Builder
+	fmt.Fprintf(&spec, "%x|", n.flags&^flagAction)
+	for sp, ps := range [][]netip.Prefix{spSrc4: n.src4, spDst4: n.dst4, spSrc6: n.src6, spDst6: n.dst6} {
+		for _, p := range ps {
+			start, end := prefixRange(p)
+			n.ivs[sp] = append(n.ivs[sp], riv{start, end, i})
+		}
+	}
+	for sp, rs := range [][]PortRange{spSport: n.sport, spDport: n.dport} {
+		for _, r := range rs {
+			n.ivs[sp] = append(n.ivs[sp], riv{u128{0, uint64(r.From)}, u128{0, uint64(r.To)}, i})
+		}
+	}
+	for sp := range numSpaces {
+		for _, v := range n.ivs[sp] {
+			fmt.Fprintf(&spec, "%x-%x ", v.a, v.b)
+		}
+		spec.WriteString("|")
+	}
+	return spec.String()
+}
+
+// prefixRange is a prefix's first and last key.
+func prefixRange(p netip.Prefix) (first, last u128) {
+	if p.Addr().Is4() {
+		a := p.Addr().As4()
+		v := uint64(binary.BigEndian.Uint32(a[:]))
+		return u128{0, v}, u128{0, v | (1<<(32-p.Bits()) - 1)}
+	}
+	a := p.Addr().As16()
+	first = u128{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])}
+	return first, first.or(lowMask(uint(128 - p.Bits())))
+}
+
+// emit appends rule i's record.
+func (c *Classifier) emit(i int, n *norm) {
+	c.rec = append(c.rec, n.flags, uint32(i),
+		uint32(len(n.src4))|uint32(len(n.dst4))<<16,
+		uint32(len(n.src6))|uint32(len(n.dst6))<<16,
+		uint32(len(n.sport))|uint32(len(n.dport))<<16)
+	for _, rs := range [][]PortRange{n.sport, n.dport} {
+		for _, r := range rs {
+			c.rec = append(c.rec, uint32(r.From)<<16|uint32(r.To))
+		}
+	}
+	for _, ps := range [][]netip.Prefix{n.src4, n.dst4} {
+		for _, p := range ps {
+			a := p.Addr().As4()
+			c.rec = append(c.rec, binary.BigEndian.Uint32(a[:]), uint32(^uint64(0)<<(32-p.Bits())))
+		}
+	}
+	for _, ps := range [][]netip.Prefix{n.src6, n.dst6} {
+		for _, p := range ps {
+			a := p.Addr().As16()
+			c.rec = append(c.rec, binary.BigEndian.Uint32(a[0:]), binary.BigEndian.Uint32(a[4:]),
+				binary.BigEndian.Uint32(a[8:]), binary.BigEndian.Uint32(a[12:]), uint32(p.Bits()))
+		}
+	}
+}
+
+// normPrefixes sorts prefixes and drops those inside another.
+func normPrefixes(ps []netip.Prefix) []netip.Prefix {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	out := ps[:0]
+	for _, p := range ps {
+		if len(out) > 0 && out[len(out)-1].Overlaps(p) {
+			continue // sorted by start, wider first: the last one kept holds p
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// normRanges sorts and merges port ranges. All ports stays a constraint:
+// a packet whose ports are unknown does not match it.
+func normRanges(rs []PortRange) []PortRange {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b PortRange) int { return int(a.From) - int(b.From) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && uint32(r.From) <= uint32(out[n-1].To)+1 {
+			out[n-1].To = max(out[n-1].To, r.To)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// shadowed tells whether earlier rules that name only a direction and a
+// protocol match every packet a rule with these flags could: then it can
+// never be the first match. off is where its record would go.
+func (c *Classifier) shadowed(flags, off uint32) bool {
+	for d := range 3 {
+		if flags&(1<<d) == 0 {
+			continue
+		}
+		if flags&flagAnyProto == 0 {
+			if c.first[d][flags>>16] > off {
+				return false
+			}
+			continue
+		}
+		for p := range 256 {
+			if c.first[d][p] > off {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// claimFirst records a rule that names only a direction and a protocol.
+func (c *Classifier) claimFirst(flags, off uint32) {
+	for d := range 3 {
+		if flags&(1<<d) == 0 {
+			continue
+		}
+		for p := range 256 {
+			if (flags&flagAnyProto != 0 || uint32(p) == flags>>16) && c.first[d][p] > off {
+				c.first[d][p] = off
+			}
+		}
+	}
+}
+
+// positions are the sorted distinct points where intervals start or end
+// (the key after their last).
+func positions(ivs []riv, keyBits uint) []u128 {
+	keyMax := lowMask(keyBits)
+	pos := make([]u128, 0, 2*len(ivs))
+	for _, v := range ivs {
+		pos = append(pos, v.a)
+		if v.b != keyMax {
+			e, _ := v.b.add(u128{0, 1})
+			pos = append(pos, e)
+		}
+	}
+	slices.SortFunc(pos, u128.cmp)
+	return slices.Compact(pos)
+}
+
+// span returns the positions an interval covers: pos[from:to].
+func posSpan(pos []u128, v riv, keyBits uint) (from, to int) {
+	from, _ = slices.BinarySearchFunc(pos, v.a, u128.cmp)
+	to = len(pos)
+	if v.b != lowMask(keyBits) {
+		e, _ := v.b.add(u128{0, 1})
+		to, _ = slices.BinarySearchFunc(pos, e, u128.cmp)
+	}
+	return from, to
+}
+
+// overlapCost returns, for each interval, the largest number of the
+// intervals that overlap at one point inside it (itself included).
+func overlapCost(ivs []riv, keyBits uint) []int32 {
+	if len(ivs) == 0 {
+		return nil
+	}
+	pos := positions(ivs, keyBits)
+	depth := make([]int32, len(pos)+1)
+	from := make([]int, len(ivs))
+	to := make([]int, len(ivs))
+	for j, v := range ivs {
+		from[j], to[j] = posSpan(pos, v, keyBits)
+		depth[from[j]]++
+		depth[to[j]]--
+	}
+	for k := 1; k < len(depth); k++ {
+		depth[k] += depth[k-1]
+	}
+	// A sparse table answers "the deepest point in pos[from:to]" at once.
+	levels := [][]int32{depth[:len(pos)]}
+	for w := 1; 2*w <= len(pos); w *= 2 {
+		prev := levels[len(levels)-1]
+		next := make([]int32, len(prev)-w)
+		for k := range next {
+			next[k] = max(prev[k], prev[k+w])
+		}
+		levels = append(levels, next)
+	}
+	out := make([]int32, len(ivs))
+	for j := range ivs {
+		l := bits.Len(uint(to[j]-from[j])) - 1
+		t := levels[l]
+		out[j] = max(t[from[j]], t[to[j]-(1<<l)])
+	}
+	return out
+}
+
+// overBudget picks the rules to check one by one so that an index's
+// candidate lists stay within budget entries: the ones that cover the
+// most boundaries.
+func overBudget(ivs []riv, keyBits uint, budget int) []int32 {
+	pos := positions(ivs, keyBits)
+	cover := map[int32]int{}
+	total := 0
+	for _, v := range ivs {
+		from, to := posSpan(pos, v, keyBits)
+		cover[v.r] += to - from
+		total += to - from
+	}
+	if total <= budget {
+		return nil
+	}
+	rules := make([]int32, 0, len(cover))
+	for r := range cover {
+		rules = append(rules, r)
+	}
+	slices.SortFunc(rules, func(a, b int32) int {
+		if cover[a] != cover[b] {
+			return cover[b] - cover[a]
+		}
+		return int(a - b)
+	})
+	var out []int32
+	for _, r := range rules {
+		if total <= budget {
+			break
+		}
+		out = append(out, r)
+		total -= cover[r]
+	}
+	return out
+}
+
+// listBuilder makes the candidate lists of the indexes; equal lists, in
+// any index, are stored once.
+type listBuilder struct {
+	c        *Classifier
+	recOff   []uint32
+	terminal []bool
+	ids      map[string]uint32
+	buf      []byte
+}
+
+// sweep walks the intervals in key order, keeping the set of rules whose
+// interval holds the current key; at every boundary that set, ascending
+// and cut after the first rule that matches every packet that gets there,
+// is a candidate list. It returns the boundaries and their trie values.
+func (lb *listBuilder) sweep(ivs []riv, keyBits uint) (keys []u128, vals []uint32) {
+	keys, vals = []u128{{}}, []uint32{0}
+	keyMax := lowMask(keyBits)
+	type event struct {
+		pos u128
+		r   int32
+		add bool
+	}
+	ev := make([]event, 0, 2*len(ivs))
+	for _, v := range ivs {
+		ev = append(ev, event{v.a, v.r, true})
+		if v.b != keyMax {
+			e, _ := v.b.add(u128{0, 1})
+			ev = append(ev, event{e, v.r, false})
+		}
+	}
+	slices.SortFunc(ev, func(p, q event) int {
+		if c := p.pos.cmp(q.pos); c != 0 {
+			return c
+		}
+		switch { // at one key, ends before starts: a rule's adjacent intervals
+		case p.add == q.add:
+			return 0
+		case q.add:
+			return -1
+		}
+		return 1
+	})
+	var active []int32
+	for i := 0; i < len(ev); {
+		pos := ev[i].pos
+		for ; i < len(ev) && ev[i].pos == pos; i++ {
+			j, found := slices.BinarySearch(active, ev[i].r)
+			switch {
+			case ev[i].add && !found:
+				active = slices.Insert(active, j, ev[i].r)
+			case !ev[i].add && found:
+				active = slices.Delete(active, j, j+1)
+			}
+		}
+		v := lb.value(active)
+		switch {
+		case pos == u128{}:
+			vals[0] = v
+		case v != vals[len(vals)-1]:
+			keys = append(keys, pos)
+			vals = append(vals, v)
+		}
+	}
+	return keys, vals
+}
+
+// value is the trie value of a set of rules.
+func (lb *listBuilder) value(active []int32) uint32 {
+	list := active
+	for j, r := range active {
+		if lb.terminal[r] {
+			list = active[:j+1]
+			break
+		}
+	}
+	switch len(list) {
+	case 0:
+		return 0
+	case 1:
+		return oneBit | lb.recOff[list[0]]
+	}
+	lb.buf = lb.buf[:0]
+	for _, r := range list {
+		lb.buf = binary.LittleEndian.AppendUint32(lb.buf, uint32(r))
+	}
+	if v, ok := lb.ids[string(lb.buf)]; ok {
+		return v
+	}
+	c := lb.c
+	v := uint32(len(c.cand))
+	c.cand = append(c.cand, uint32(len(list)))
+	for _, r := range list {
+		c.cand = append(c.cand, lb.recOff[r])
+	}
+	lb.ids[string(lb.buf)] = v
+	return v
+}

@@ -1,0 +1,89 @@
+package policy
+
+import (
+	"math/bits"
+)
+
+// u128 is a key of any dimension: a port (16 bits), an IPv4 address (32)
+// or an IPv6 address (128). Ports and IPv4 keys have hi == 0.
+type u128 struct{ hi, lo uint64 }
+
+func (a u128) less(b u128) bool { return a.hi < b.hi || a.hi == b.hi && a.lo < b.lo }
+
+func (a u128) cmp(b u128) int {
+	switch {
+	case a.less(b):
+		return -1
+	case b.less(a):
+		return 1
+	}
+	return 0
+}
+
+// add returns a+b and whether it overflowed 128 bits.
+func (a u128) add(b u128) (u128, bool) {
+	lo, c := bits.Add64(a.lo, b.lo, 0)
+	hi, c := bits.Add64(a.hi, b.hi, c)
+	return u128{hi, lo}, c != 0
+}
+
+func (a u128) sub(b u128) u128 {
+	lo, br := bits.Sub64(a.lo, b.lo, 0)
+	return u128{a.hi - b.hi - br, lo}
+}
+
+// pow2 is 1<<n for n < 128.
+func pow2(n uint) u128 {
+	if n >= 64 {
+		return u128{1 << (n - 64), 0}
+	}
+	return u128{0, 1 << n}
+}
+
+// lowMask has the n low bits set, n <= 128.
+func lowMask(n uint) u128 {
+	switch {
+	case n >= 128:
+		return u128{^uint64(0), ^uint64(0)}
+	case n >= 64:
+		return u128{1<<(n-64) - 1, ^uint64(0)}
+	}
+	return u128{0, 1<<n - 1}
+}
+
+func (a u128) andNot(m u128) u128 { return u128{a.hi &^ m.hi, a.lo &^ m.lo} }
+func (a u128) or(m u128) u128     { return u128{a.hi | m.hi, a.lo | m.lo} }
+
+// bitLen is the number of bits needed to write a.
+func (a u128) bitLen() uint {
+	if a.hi != 0 {
+		return 64 + uint(bits.Len64(a.hi))
+	}
+	return uint(bits.Len64(a.lo))
+}
+
+func (a u128) shl(n uint) u128 {
+	switch {
+	case n >= 128:
+		return u128{}
+	case n >= 64:
+		return u128{a.lo << (n - 64), 0}
+	case n == 0:
+		return a
+	}
+	return u128{a.hi<<n | a.lo>>(64-n), a.lo << n}
+}
+
+// Common to trie32 and trie128.
+const (
+	nodeBit   = 1 << 31
+	oneBit    = 1 << 30 // a value that is the record of the only candidate
+	maxStride = 15
+	bucketLen = 4 // the lookups compare exactly four
+
+	// memoryPerKey bounds the words a trie may spend per boundary to save
+	// a level.
+	memoryPerKey = 48
+	deepShare    = 20
+	strideExtra  = 1
+)
