@@ -6,8 +6,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // XDPMode is how an XDP program runs on a device.
@@ -66,41 +64,19 @@ type Port struct {
 // that already runs an XDP program is refused rather than taken over: that
 // program belongs to someone else, most likely another xdpswitchd.
 func AttachPort(ifindex int, mode XDPMode) (*Port, error) {
-	l, err := netlink.LinkByIndex(ifindex)
+	name, err := deviceName(ifindex, "port program")
 	if err != nil {
-		return nil, fmt.Errorf("attach port program: device %d: %w", ifindex, err)
+		return nil, err
 	}
-	name := l.Attrs().Name
-	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		return nil, fmt.Errorf("attach port program to %s: %w (program id %d; another xdpswitchd, or another tool, owns it)", name, ErrDeviceBusy, x.ProgId)
-	}
-
 	p := &Port{ifindex: ifindex}
 	if err := loadPortObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load port program for %s: %w", name, err)
 	}
-	try := []XDPMode{mode}
-	if mode == XDPModeAuto {
-		try = []XDPMode{XDPModeDriver, XDPModeGeneric}
+	if p.link, p.mode, err = attachXDP(p.objs.XdpPort, ifindex, mode); err != nil {
+		p.objs.Close()
+		return nil, fmt.Errorf("attach port program to %s: %w", name, err)
 	}
-	var errs []error
-	for _, m := range try {
-		flags := link.XDPDriverMode
-		if m == XDPModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		p.link, err = link.AttachXDP(link.XDPOptions{Program: p.objs.XdpPort, Interface: ifindex, Flags: flags})
-		if err == nil {
-			p.mode = m
-			return p, nil
-		}
-		errs = append(errs, fmt.Errorf("%s mode: %w", m, err))
-		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-			break // someone attached meanwhile; another mode would not help
-		}
-	}
-	p.objs.Close()
-	return nil, fmt.Errorf("attach port program to %s: %w", name, errors.Join(errs...))
+	return p, nil
 }
 
 // Mode is the mode the program was attached in.

@@ -9,8 +9,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultVXLANPort is the IANA VXLAN port (RFC 7348).
@@ -135,41 +133,20 @@ func LoadUplinkProgram(cfg UplinkConfig) (*Uplink, error) {
 // that already runs an XDP program is refused (ErrDeviceBusy), like by
 // AttachPort.
 func AttachUplink(ifindex int, mode XDPMode, cfg UplinkConfig) (*Uplink, error) {
-	l, err := netlink.LinkByIndex(ifindex)
+	name, err := deviceName(ifindex, "uplink program")
 	if err != nil {
-		return nil, fmt.Errorf("attach uplink program: device %d: %w", ifindex, err)
-	}
-	name := l.Attrs().Name
-	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		return nil, fmt.Errorf("attach uplink program to %s: %w (program id %d; another xdpswitchd, or another tool, owns it)", name, ErrDeviceBusy, x.ProgId)
+		return nil, err
 	}
 	u, err := LoadUplinkProgram(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", name, err)
 	}
 	u.ifindex = ifindex
-	try := []XDPMode{mode}
-	if mode == XDPModeAuto {
-		try = []XDPMode{XDPModeDriver, XDPModeGeneric}
+	if u.link, u.mode, err = attachXDP(u.objs.XdpUplink, ifindex, mode); err != nil {
+		u.objs.Close()
+		return nil, fmt.Errorf("attach uplink program to %s: %w", name, err)
 	}
-	var errs []error
-	for _, m := range try {
-		flags := link.XDPDriverMode
-		if m == XDPModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		u.link, err = link.AttachXDP(link.XDPOptions{Program: u.objs.XdpUplink, Interface: ifindex, Flags: flags})
-		if err == nil {
-			u.mode = m
-			return u, nil
-		}
-		errs = append(errs, fmt.Errorf("%s mode: %w", m, err))
-		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-			break // someone attached meanwhile; another mode would not help
-		}
-	}
-	u.objs.Close()
-	return nil, fmt.Errorf("attach uplink program to %s: %w", name, errors.Join(errs...))
+	return u, nil
 }
 
 // Mode is the mode the program was attached in; XDPModeAuto for a program
