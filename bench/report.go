@@ -42,17 +42,24 @@ func NewReport(p Plan, results []Result, started time.Time, took time.Duration) 
 		Kernel: strings.TrimSpace(cmdOut("uname", "-r")), GoVersion: runtime.Version(),
 		Plan: p.String(), CPURate: p.Opt.CPURate, CPUSize: p.CPUSize, Results: results, plan: p,
 	}
-	commit := strings.TrimSpace(cmdOut("git", "rev-parse", "--short=12", "HEAD"))
-	if commit == "" {
-		commit = "unknown"
-	} else if strings.TrimSpace(cmdOut("git", "status", "--porcelain", "--untracked-files=no")) != "" {
-		commit += " (work tree modified)"
-	}
-	r.Commit = commit
+	r.Commit = GitCommit()
 	if v := cmdOut("ovs-vswitchd", "--version"); v != "" {
 		r.OVS = firstLine(v)
 	}
 	return r
+}
+
+// GitCommit names the commit of the work tree, and says when the work tree
+// differs from it (the daemon is built from the work tree).
+func GitCommit() string {
+	commit := strings.TrimSpace(cmdOut("git", "rev-parse", "--short=12", "HEAD"))
+	if commit == "" {
+		return "unknown"
+	}
+	if strings.TrimSpace(cmdOut("git", "status", "--porcelain", "--untracked-files=no")) != "" {
+		commit += " (work tree modified)"
+	}
+	return commit
 }
 
 func cmdOut(args ...string) string {

@@ -99,6 +99,9 @@ func run() int {
 	}
 	defer os.RemoveAll(tmp)
 
+	// The commit the daemon is built from, taken before the build: others
+	// may commit while the benchmark runs.
+	commit := bench.GitCommit()
 	bin := *daemonBin
 	if bin == "" {
 		bin = filepath.Join(tmp, "xdpswitchd")
@@ -150,6 +153,10 @@ func run() int {
 	started := time.Now()
 	results := plan.Execute(ctx, env)
 	rep := bench.NewReport(plan, results, started, time.Since(started))
+	rep.Commit = commit
+	if *daemonBin != "" {
+		rep.Commit = "daemon given with -daemon " + *daemonBin
+	}
 	if ctx.Err() != nil {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("The run was cut short (%v); the tables hold what finished.", context.Cause(ctx)))
 	}
