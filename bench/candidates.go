@@ -408,13 +408,17 @@ func (Daemon) Start(ctx context.Context, t *Topo, env *Env, cl *Cleanup) (*Runni
 			}
 			if s, err := stats(ctx); err == nil {
 				entries := 0
-				var sockDrop uint64
+				var sockDrop, ringFull, fillEmpty uint64
 				for _, n := range s.Networks {
 					entries += n.FDB.Entries
 				}
 				for _, port := range s.Ports {
 					sockDrop += port.Counters.SocketRxDropped
+					ringFull += port.Counters.SocketRxRingFull
+					fillEmpty += port.Counters.SocketFillRingEmpty
 				}
+				d["socket_rx_ring_full"] = strconv.FormatUint(ringFull, 10)
+				d["socket_fill_ring_empty"] = strconv.FormatUint(fillEmpty, 10)
 				d["fdb_entries"] = strconv.Itoa(entries)
 				d["socket_rx_dropped"] = strconv.FormatUint(sockDrop, 10)
 				d["ports"] = strconv.Itoa(len(s.Ports))

@@ -99,6 +99,7 @@ func (r *Report) barsBySize(title, unit string, f func(Result) float64) (*plot.P
 		labels[i] = fmt.Sprint(s)
 	}
 	p.NominalX(labels...)
+	p.X.Min, p.X.Max = -0.7, float64(len(labels)-1)+0.7
 	p.Legend.Top = true
 	p.Y.Max *= 1.35 // room for the legend
 	return p, nil
@@ -139,6 +140,7 @@ func (r *Report) cpuBars() (*plot.Plot, error) {
 	p.Legend.Add("switch (process, or kernel time Δ)", b2)
 	p.Legend.Top = true
 	p.NominalX(labels...)
+	p.X.Min, p.X.Max = -0.7, float64(len(labels)-1)+0.7
 	p.Y.Max += (p.Y.Max - p.Y.Min) * 0.3 // room for the legend
 	return p, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 )
 
 // Scenario is what one run measures.
@@ -221,6 +222,8 @@ func (t *Topo) PathDevices() []nsDev {
 	return devs
 }
 
+var debugStats = os.Getenv("XSBENCH_DEBUG") != ""
+
 type nsDev struct {
 	ns  *NS
 	dev string
@@ -235,6 +238,9 @@ func deviceDrops(ctx context.Context, devs []nsDev) (uint64, error) {
 			return 0, err
 		}
 		sum += s.RxDropped + s.TxDropped + s.RxErrors + s.TxErrors
+		if debugStats {
+			fmt.Fprintf(os.Stderr, "  %s: %+v\n", d.dev, s)
+		}
 	}
 	return sum, nil
 }
