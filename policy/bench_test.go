@@ -79,6 +79,47 @@ func BenchmarkMatch(b *testing.B) {
 	}
 }
 
+// BenchmarkMatchFamily is BenchmarkMatch for IPv4 and IPv6 packets
+// apart: IPv6 addresses take a level more (site, subnet, host).
+func BenchmarkMatchFamily(b *testing.B) {
+	for _, n := range benchSizes {
+		g := newGen(42, false)
+		rs := g.ruleset(n)
+		c := mustCompile(b, rs)
+		var fam [2][]Packet
+		for _, p := range benchPackets(g, &rs, 8*4096) {
+			if f := &fam[b2i(p.IPv6)]; len(*f) < 4096 {
+				*f = append(*f, p)
+			}
+		}
+		if len(fam[0]) != 4096 || len(fam[1]) != 4096 {
+			b.Fatal("not enough packets of a family")
+		}
+		for i, name := range []string{"ipv4", "ipv6"} {
+			ps := fam[i]
+			b.Run(fmt.Sprintf("%s/rules=%d", name, n), func(b *testing.B) {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				cpu := threadCPU()
+				i := 0
+				for b.Loop() {
+					_, r := c.Match(&ps[i&(len(ps)-1)])
+					sink += r
+					i++
+				}
+				b.ReportMetric(float64(threadCPU()-cpu)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // BenchmarkMatchCounted adds the per-loop counters, as the dataplane
 // uses them: count every packet, publish every 64.
 func BenchmarkMatchCounted(b *testing.B) {

@@ -350,6 +350,13 @@ func TestTrie(t *testing.T) {
 				}
 			}
 			max := lowMask(keyBits)
+			for range 2000 { // anywhere, inside the clusters or not
+				k := u128{g.r.Uint64(), g.r.Uint64()}.andNot(lowMask(128).andNot(max))
+				if g.chance(50) && keyBits == 128 {
+					k.hi = 0x20010db800000000 | k.hi&0xffff
+				}
+				probe(k)
+			}
 			for _, b := range keys {
 				probe(b)
 				if b != (u128{}) {

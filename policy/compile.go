@@ -228,7 +228,7 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		tooBig = tooBig || len(p.src.w) > e32Off || len(p.dst.w) > e32Off
 	}
 	for _, t := range []*trie128{&c.src6, &c.dst6} {
-		tooBig = tooBig || len(t.w) > 4*e128Off
+		tooBig = tooBig || len(t.w) > e128Off
 	}
 	if tooBig {
 		return nil, fmt.Errorf("the ruleset is too large to compile (%d rules, %d MiB)", n, c.info.Bytes>>20)
@@ -262,7 +262,7 @@ func (c *Classifier) measure() {
 		in.MaxDepth = max(in.MaxDepth, t.depth)
 	}
 	for _, t := range []*trie128{&c.src6, &c.dst6} {
-		in.Bytes += 4 * len(t.w)
+		in.Bytes += 8 * len(t.w)
 		in.MaxDepth = max(in.MaxDepth, t.depth)
 	}
 	for _, p := range c.ports {

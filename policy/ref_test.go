@@ -75,14 +75,14 @@ func (g *gen) addr(v6 bool) netip.Addr {
 	}
 	if v6 {
 		var b [16]byte
-		if g.chance(60) {
-			copy(b[:], netip.MustParseAddr("2001:db8::").AsSlice()[:4])
-		} else {
-			b[0] = 0xfd
-			b[1] = byte(g.pick(4))
-		}
-		for i := 4; i < 16; i++ {
+		for i := range b {
 			b[i] = byte(g.r.Uint32())
+		}
+		if g.chance(60) {
+			copy(b[:], netip.MustParseAddr("2001:db8::").AsSlice()[:4]) // a provider's /32
+		} else {
+			b[0] = 0xfd                                   // a unique local /48: fd, then a random 40-bit global ID
+			b[1], b[2] = byte(g.pick(4)), byte(g.pick(4)) // of a few sites
 		}
 		if g.chance(70) {
 			b[6], b[7] = 0, byte(g.pick(16)) // subnets cluster, as they do

@@ -6,36 +6,41 @@ import "math/bits"
 // long common prefixes (2001:db8::/32 and the like), so its nodes are path
 // compressed: a child covers only the span from its first to its last
 // boundary, within its parent's slot, and keys before or after that span
-// take the node's below or above value. The entry that points to a node
-// carries its shift and stride, so a step computes the slot at once and
-// reads it together with the node's header (base, below, above); which of
-// the three the key gets is settled by arithmetic on the header.
+// take the node's below or above value.
 //
-// An entry is a value (bit 31 clear), or
+// A step picks the next entry from the key's bits alone, like a trie32
+// step, so steps follow each other at the pace of loads; the lookup only
+// remembers the last node it went through. Spans nest, so a key inside
+// that node's span was inside every span on the way, and the walk was
+// right; one check at the end settles it. A key outside (it left the
+// clusters somewhere on the way) takes a second walk that checks the span
+// of every node it meets.
 //
-//	nodeBit | stride<<27 | shift<<20 | offset/4
+// The trie is one []uint64. An entry is a value (bit 31 clear), or
 //
-// for a node at offset (a multiple of four words) of 2^stride slots, laid
-// out as base and limit (4 words each, most significant first: the span
-// is base <= key < limit), below, above, slots. A node's slot bits never
-// straddle the key's two 64-bit halves, so a step shifts one of them. A
-// bucket is a node of one slot with below, above and slot all its own
-// entry, followed by four boundaries of four words and five values; its
-// unused boundaries are all ones and its unused values repeat the last.
-// Offset 0 holds the dummy bucket.
+//	nodeBit | stride<<27 | shift<<20 | offset
+//
+// for a node at word offset of 2^stride slots, laid out as base and limit
+// (two words each, high half first: the span is base <= key < limit),
+// below|above<<32, then the slots, two to a word. A node's slot bits never
+// straddle the key's two halves, so a step shifts one of them. A bucket is
+// a node of one slot with below, above and slot all its own entry,
+// followed by four boundaries (two words each) and five values (two to a
+// word); its unused boundaries are all ones and its unused values repeat
+// the last. Offset 0 holds the dummy bucket.
 type trie128 struct {
 	root    uint32
 	depth   int
 	buckets bool
-	w       []uint32
+	w       []uint64
 }
 
 const (
 	e128Stride = 27
 	e128Shift  = 20
 	e128Off    = 1<<e128Shift - 1
-	head128    = 10
-	bucket128  = head128 + 1 + 4*bucketLen + bucketLen + 1
+	head128    = 5                             // words before a node's slots
+	bucket128  = 2*bucketLen + bucketLen/2 + 1 // words after a bucket's slot word
 )
 
 // find looks up an IPv6 key.
@@ -45,86 +50,96 @@ func (t *trie128) find(hi, lo uint64) uint32 {
 }
 
 // find128x2 looks up two keys in two tries in lockstep, so that the CPU
-// works on both dependency chains at once.
+// works on both dependency chains at once. No step branches on the key:
+// selections are arithmetic, and a lookup that holds a value goes on
+// reading the dummy and keeps it.
 func find128x2(a, b *trie128, ahi, alo, bhi, blo uint64) (uint32, uint32) {
 	ea, eb := a.root, b.root
-	var fa, fb, outa, outb uint32
-	for range max(a.depth, b.depth) {
-		ea, fa, outa = a.step(ea, fa, outa, ahi, alo)
-		eb, fb, outb = b.step(eb, fb, outb, bhi, blo)
+	var la, lb uint32 // the last node of each walk
+	wa, wb := a.w, b.w
+	for range max(a.depth, b.depth) { // step for both, written out
+		na, nb := uint32(int32(ea)>>31), uint32(int32(eb)>>31)
+		oa, ob := ea&e128Off&na, eb&e128Off&nb
+		sa, sb := ea>>e128Shift&127&na, eb>>e128Shift&127&nb
+		ta, tb := ea>>e128Stride&15&na, eb>>e128Stride&15&nb
+		ja := uint32((alo^(alo^ahi)&-uint64(sa>>6))>>(sa&63)) & (1<<ta - 1)
+		jb := uint32((blo^(blo^bhi)&-uint64(sb>>6))>>(sb&63)) & (1<<tb - 1)
+		la ^= (la ^ oa) & uint32(-int32(ta)>>31)
+		lb ^= (lb ^ ob) & uint32(-int32(tb)>>31)
+		ea ^= (ea ^ uint32(wa[oa+head128+ja>>1]>>(ja&1<<5))) & na
+		eb ^= (eb ^ uint32(wb[ob+head128+jb>>1]>>(jb&1<<5))) & nb
 	}
-	ea, eb = a.finish(ea, ahi, alo), b.finish(eb, bhi, blo)
-	return ea ^ (ea^fa)&outa, eb ^ (eb^fb)&outb
+	return a.finish(ea, la, ahi, alo), b.finish(eb, lb, bhi, blo)
 }
 
-// step is a node step from node e. The next entry depends on the key's
-// bits alone, so that steps follow each other at the pace of loads; the
-// node's span check goes alongside: when the key is outside the span, out
-// becomes all ones and f the node's below or above value, which is the
-// answer (the rest of the walk is then meaningless but harmless). A value
-// or a bucket stays as it is.
-func (t *trie128) step(e, f, out uint32, hi, lo uint64) (uint32, uint32, uint32) {
-	w := t.w
-	n := uint32(int32(e) >> 31) // all ones for a node or bucket
-	o := (e & e128Off & n) << 2 // else the dummy at 0
+// step is a node step from entry e: the entry the key's bits pick, and
+// the node's offset in place of last. A value or a bucket stays as it is,
+// and so does last.
+func (t *trie128) step(e, last uint32, hi, lo uint64) (uint32, uint32) {
+	n := uint32(int32(e) >> 31)                        // all ones for a node or bucket
+	isNode := uint32(-int32(e>>e128Stride&15)>>31) & n // a node, not a bucket
+	o := e & e128Off & n                               // else the dummy at 0
 	shift, stride := e>>e128Shift&127&n, e>>e128Stride&15&n
 	half := lo ^ (lo^hi)&-uint64(shift>>6) // the slot bits are all in one half
-	v := w[o+head128+uint32(half>>(shift&63))&(1<<stride-1)]
-	h := w[o : o+head128]
-	_, br := bits.Sub64(lo, uint64(h[2])<<32|uint64(h[3]), 0)
-	_, below := bits.Sub64(hi, uint64(h[0])<<32|uint64(h[1]), br)
-	_, br = bits.Sub64(lo, uint64(h[6])<<32|uint64(h[7]), 0)
-	_, inside := bits.Sub64(hi, uint64(h[4])<<32|uint64(h[5]), br) // key < limit
-	fv := h[9] ^ (h[9]^h[8])&-uint32(below)
-	// Outside a real node (buckets have stride 0) the walk ends here.
-	fell := (-uint32(below) | (uint32(inside) - 1)) & uint32(-int32(stride)>>31) &^ out
-	return e ^ (e^v)&n, f ^ (f^fv)&fell, out | fell
+	j := uint32(half>>(shift&63)) & (1<<stride - 1)
+	v := uint32(t.w[o+head128+j>>1] >> (j & 1 << 5))
+	return e ^ (e^v)&n, last ^ (last^o)&isNode
 }
 
-// finish takes the rare paths deeper than the usual depth, then resolves
-// a bucket.
-func (t *trie128) finish(e uint32, hi, lo uint64) uint32 {
+// finish takes the rare paths deeper than the usual depth, checks the key
+// against the last node's span, and resolves a bucket.
+func (t *trie128) finish(e, last uint32, hi, lo uint64) uint32 {
 	for e&nodeBit != 0 && e>>e128Stride != nodeBit>>e128Stride {
-		e = step128(t.w, e, hi, lo)
+		e, last = t.step(e, last, hi, lo)
+	}
+	h := (*[4]uint64)(t.w[last : last+4])
+	_, br := bits.Sub64(lo, h[1], 0)
+	_, below := bits.Sub64(hi, h[0], br)
+	_, br = bits.Sub64(lo, h[3], 0)
+	_, inside := bits.Sub64(hi, h[2], br) // key < limit
+	if below != 0 || inside == 0 && last != 0 {
+		return t.checked(hi, lo)
 	}
 	if t.buckets {
-		e = bucketStep128(t.w, e, hi, lo)
+		e = t.bucket(e, hi, lo)
 	}
 	return e
 }
 
-// step128 is a node step: from node e to the entry for the key. A value
-// or a bucket stays as it is. No step branches on the key.
-func step128(w []uint32, e uint32, hi, lo uint64) uint32 {
-	node := uint32(int32(e) >> 31) // all ones for a node or bucket
-	o := (e & e128Off & node) << 2 // else the dummy at 0
-	shift := e >> e128Shift & 127 & node
-	stride := e >> e128Stride & 15 & node
-	// The slot: bits shift.. of the key, all in one half.
-	half := lo ^ (lo^hi)&-uint64(shift>>6)
-	s := uint32(half>>(shift&63)) & (1<<stride - 1)
-	v := w[o+head128+s]
-	h := w[o : o+head128]
-	_, br := bits.Sub64(lo, uint64(h[2])<<32|uint64(h[3]), 0)
-	_, below := bits.Sub64(hi, uint64(h[0])<<32|uint64(h[1]), br)
-	_, br = bits.Sub64(lo, uint64(h[6])<<32|uint64(h[7]), 0)
-	_, inside := bits.Sub64(hi, uint64(h[4])<<32|uint64(h[5]), br) // key < limit
-	v ^= (v ^ h[9]) & (uint32(inside) - 1)
-	v ^= (v ^ h[8]) & -uint32(below)
-	return e ^ (e^v)&node
+// checked is a lookup that checks the span of every node it meets, for
+// keys that leave the clusters.
+func (t *trie128) checked(hi, lo uint64) uint32 {
+	e := t.root
+	for e&nodeBit != 0 && e>>e128Stride != nodeBit>>e128Stride {
+		o := e & e128Off
+		h := (*[head128]uint64)(t.w[o : o+head128])
+		key := u128{hi, lo}
+		switch {
+		case key.less(u128{h[0], h[1]}):
+			return uint32(h[4])
+		case !key.less(u128{h[2], h[3]}) && (h[2] != ^uint64(0) || h[3] != ^uint64(0)):
+			return uint32(h[4] >> 32)
+		}
+		e, _ = t.step(e, 0, hi, lo)
+	}
+	return t.bucket(e, hi, lo)
 }
 
-// bucketStep128 resolves a bucket; a value stays as it is.
-func bucketStep128(w []uint32, e uint32, hi, lo uint64) uint32 {
+// bucket resolves a bucket; a value stays as it is.
+func (t *trie128) bucket(e uint32, hi, lo uint64) uint32 {
 	bk := uint32(int32(e) >> 31)
-	o := (e&e128Off&bk)<<2 + head128 + 1 // a bucket's boundaries, or the dummy's
-	b := w[o : o+4*bucketLen+bucketLen+1]
-	lt := func(j int) uint64 { // key < boundary j
-		_, br := bits.Sub64(lo, uint64(b[4*j+2])<<32|uint64(b[4*j+3]), 0)
-		_, lt := bits.Sub64(hi, uint64(b[4*j])<<32|uint64(b[4*j+1]), br)
-		return lt
-	}
-	return e ^ (e^b[4*bucketLen+4-(lt(0)+lt(1))-(lt(2)+lt(3))])&bk
+	b := (*[bucket128]uint64)(t.w[e&e128Off&bk+head128+1:]) // a bucket's boundaries, or the dummy's
+	// How many boundaries are above the key.
+	_, b0 := bits.Sub64(lo, b[1], 0)
+	_, b1 := bits.Sub64(lo, b[3], 0)
+	_, b2 := bits.Sub64(lo, b[5], 0)
+	_, b3 := bits.Sub64(lo, b[7], 0)
+	_, b0 = bits.Sub64(hi, b[0], b0)
+	_, b1 = bits.Sub64(hi, b[2], b1)
+	_, b2 = bits.Sub64(hi, b[4], b2)
+	_, b3 = bits.Sub64(hi, b[6], b3)
+	c := uint32(bucketLen - b0 - b1 - b2 - b3) // at or below
+	return e ^ (e^uint32(b[2*bucketLen+c>>1]>>(c&1<<5)))&bk
 }
 
 // emptyTrie128 is the trie of a dimension without rules: the dummy alone.
@@ -145,7 +160,7 @@ func emptyTrie128() trie128 {
 // keeps the shallowest that stays within memoryPerKey words per boundary
 // and leaves at most one boundary in deepShare deeper.
 func buildTrie128(keys []u128, vals []uint32) trie128 {
-	budget := memoryPerKey*len(keys) + 4096
+	budget := memoryPerKey*len(keys)/2 + 2048 // in 64-bit words
 	for levels := 1; ; levels++ {
 		b := trie128Builder{keys: keys, vals: vals, usual: levels}
 		b.bucket(0, 0, 0) // the dummy
@@ -157,7 +172,7 @@ func buildTrie128(keys []u128, vals []uint32) trie128 {
 }
 
 type trie128Builder struct {
-	w       []uint32
+	w       []uint64
 	keys    []u128
 	vals    []uint32
 	buckets bool
@@ -165,53 +180,57 @@ type trie128Builder struct {
 	deep    int // boundaries below them
 }
 
-// node appends a node over [base, base+2^width), aligned to four words,
-// and returns its offset.
+// node appends a node over [base, base+2^width) and returns its offset.
 func (b *trie128Builder) node(base u128, width, stride uint, below, above uint32) int {
-	for len(b.w)%4 != 0 {
-		b.w = append(b.w, 0)
-	}
 	o := len(b.w)
 	limit, over := base.add(pow2(width))
 	if over || width >= 128 {
 		limit = u128{^uint64(0), ^uint64(0)} // the last key takes above, which is its value
 	}
-	b.w = append(b.w, uint32(base.hi>>32), uint32(base.hi), uint32(base.lo>>32), uint32(base.lo),
-		uint32(limit.hi>>32), uint32(limit.hi), uint32(limit.lo>>32), uint32(limit.lo), below, above)
-	b.w = append(b.w, make([]uint32, 1<<stride)...)
+	b.w = append(b.w, base.hi, base.lo, limit.hi, limit.lo, uint64(below)|uint64(above)<<32)
+	b.w = append(b.w, make([]uint64, (1<<stride+1)/2)...)
 	return o
+}
+
+// setSlot sets slot j of the node at o.
+func (b *trie128Builder) setSlot(o, j int, e uint32) {
+	s := &b.w[o+head128+j/2]
+	sh := uint(j&1) * 32
+	*s = *s&^(0xffffffff<<sh) | uint64(e)<<sh
 }
 
 // bucket appends a bucket of keys[lo:hi] and returns its entry.
 func (b *trie128Builder) bucket(lo, hi int, v0 uint32) uint32 {
 	o := b.node(u128{}, 128, 0, 0, 0)
-	self := nodeBit | uint32(o>>2)
+	self := nodeBit | uint32(o)
 	if o == 0 {
 		self = 0 // the dummy
 	}
-	b.w[o+8], b.w[o+9], b.w[o+10] = self, self, self
+	b.w[o+4] = uint64(self) | uint64(self)<<32
+	b.setSlot(o, 0, self)
 	for j := range bucketLen {
 		k := u128{^uint64(0), ^uint64(0)}
 		if lo+j < hi {
 			k = b.keys[lo+j]
 		}
-		b.w = append(b.w, uint32(k.hi>>32), uint32(k.hi), uint32(k.lo>>32), uint32(k.lo))
+		b.w = append(b.w, k.hi, k.lo)
 	}
-	v := v0
-	b.w = append(b.w, v0)
+	vals := []uint32{v0}
 	for j := range bucketLen {
+		v := vals[len(vals)-1]
 		if lo+j < hi {
 			v = b.vals[lo+j]
 		}
-		b.w = append(b.w, v)
+		vals = append(vals, v)
 	}
+	b.w = append(b.w, uint64(vals[0])|uint64(vals[1])<<32, uint64(vals[2])|uint64(vals[3])<<32, uint64(vals[4]))
 	return self
 }
 
 // build makes the entry for a block that holds the boundaries keys[lo:hi]
 // (none at the block's first key) and whose first key has the value v0,
-// in at most levels node levels where it can, and returns it with the most
-// node steps it takes.
+// in at most levels node levels where it can, at node depth at, and
+// returns it with the most node steps it takes.
 func (b *trie128Builder) build(lo, hi int, v0 uint32, levels, at int) (uint32, int) {
 	m := hi - lo
 	switch {
@@ -258,10 +277,10 @@ func (b *trie128Builder) build(lo, hi int, v0 uint32, levels, at int) (uint32, i
 			k++
 		}
 		e, d := b.build(i, k, cur, max(levels-1, 1), at+1)
-		b.w[o+head128+j] = e
+		b.setSlot(o, j, e)
 		depth = max(depth, d)
 	}
-	return nodeBit | uint32(stride)<<e128Stride | uint32(shift)<<e128Shift | uint32(o>>2), 1 + depth
+	return nodeBit | uint32(stride)<<e128Stride | uint32(shift)<<e128Shift | uint32(o), 1 + depth
 }
 
 // crowded tells whether a slot of 2^shift keys from base would hold more

@@ -46,7 +46,11 @@ func find32x2(a, b *trie32, ka, kb uint32) (uint32, uint32) {
 	for range max(a.depth, b.depth) {
 		ea, eb = a.step(ea, ka), b.step(eb, kb)
 	}
-	return a.finish(ea, ka), b.finish(eb, kb)
+	ea, eb = a.deeper(ea, ka), b.deeper(eb, kb)
+	if a.buckets || b.buckets {
+		ea, eb = a.bucket(ea, ka), b.bucket(eb, kb)
+	}
+	return ea, eb
 }
 
 // find32x4 is find32x2 for four lookups.
@@ -55,7 +59,11 @@ func find32x4(a, b, c, d *trie32, ka, kb, kc, kd uint32) (uint32, uint32, uint32
 	for range max(a.depth, b.depth, c.depth, d.depth) {
 		ea, eb, ec, ed = a.step(ea, ka), b.step(eb, kb), c.step(ec, kc), d.step(ed, kd)
 	}
-	return a.finish(ea, ka), b.finish(eb, kb), c.finish(ec, kc), d.finish(ed, kd)
+	ea, eb, ec, ed = a.deeper(ea, ka), b.deeper(eb, kb), c.deeper(ec, kc), d.deeper(ed, kd)
+	if a.buckets || b.buckets || c.buckets || d.buckets {
+		ea, eb, ec, ed = a.bucket(ea, ka), b.bucket(eb, kb), c.bucket(ec, kc), d.bucket(ed, kd)
+	}
+	return ea, eb, ec, ed
 }
 
 // step is a node step: from node e to the entry for key k. A value or a
@@ -66,30 +74,22 @@ func (t *trie32) step(e, k uint32) uint32 {
 	return e ^ (e^t.w[e&e32Off&n+i])&n
 }
 
-// finish takes the rare paths deeper than the usual depth, then resolves
-// a bucket.
-func (t *trie32) finish(e, k uint32) uint32 {
+// deeper takes the rare paths deeper than the usual depth.
+func (t *trie32) deeper(e, k uint32) uint32 {
 	for e&nodeBit != 0 && e>>e32Stride != nodeBit>>e32Stride {
 		e = t.w[e&e32Off+k>>(e>>e32Shift&31)&(1<<(e>>e32Stride&15)-1)]
-	}
-	if t.buckets {
-		e = bucketStep32(t.w, e, k)
 	}
 	return e
 }
 
-// bucketStep32 resolves a bucket; a value stays as it is.
-func bucketStep32(w []uint32, e, key uint32) uint32 {
+// bucket resolves a bucket; a value stays as it is.
+func (t *trie32) bucket(e, k uint32) uint32 {
 	bk := uint32(int32(e) >> 31)
-	o := e & e32Off & bk // a bucket, or the dummy
-	b := w[o+1 : o+bucket32]
-	k := uint64(key)
-	// How many boundaries are at or below the key.
-	_, l0 := bits.Sub64(k, uint64(b[0]), 0)
-	_, l1 := bits.Sub64(k, uint64(b[1]), 0)
-	_, l2 := bits.Sub64(k, uint64(b[2]), 0)
-	_, l3 := bits.Sub64(k, uint64(b[3]), 0)
-	return e ^ (e^b[bucketLen+4-(l0+l1)-(l2+l3)])&bk
+	b := t.w[e&e32Off&bk+1:] // a bucket's boundaries, or the dummy's
+	// How many boundaries are above the key: 64-bit differences borrow.
+	k64 := uint64(k)
+	c := (k64-uint64(b[3]))>>63 + (k64-uint64(b[2]))>>63 + (k64-uint64(b[1]))>>63 + (k64-uint64(b[0]))>>63
+	return e ^ (e^b[2*bucketLen-c])&bk
 }
 
 // buildTrie32 lays out the trie of the intervals that start at keys
