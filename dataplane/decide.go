@@ -23,6 +23,12 @@ func decideFrom(f []byte, in uint32, vtep *[16]byte, sec *security, fdb *FDB, no
 		}
 	}
 	fdb.noteSource(macKey(f[6:12]), in, vtep, now, l)
+	return route(f, in, fdb)
+}
+
+// route finds where a valid frame from port in goes: one port, or a flood
+// for broadcast, multicast and unknown unicast.
+func route(f []byte, in uint32, fdb *FDB) (out fdbEntry, flood bool, reason DropReason, ok bool) {
 	dst := macKey(f[0:6])
 	if isMulticastKey(dst) {
 		return out, true, 0, true

@@ -49,6 +49,13 @@ const (
 	DropTunnelEncap
 	// DropTooBig: encapsulated, the frame exceeds the uplink's MTU.
 	DropTooBig
+	// DropPolicy: a rule of the port or the network denies the frame, or
+	// the first fragment of its datagram.
+	DropPolicy
+	// DropFragment: a fragment the fragment tracker refused: overlapping,
+	// a tiny first fragment, over the hold caps or timed out; the
+	// tracker's counters say which.
+	DropFragment
 
 	numDropReasons
 )
@@ -73,6 +80,8 @@ var dropNames = [numDropReasons]string{
 	DropNoUnderlay:     "no_underlay",
 	DropTunnelEncap:    "tunnel_encap",
 	DropTooBig:         "too_big",
+	DropPolicy:         "policy",
+	DropFragment:       "fragment",
 }
 
 func (r DropReason) String() string {

@@ -13,6 +13,7 @@ import (
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
 	"github.com/xdpswitch/xdpswitch/dataplane/frag"
 	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // batchSize is how many frames a loop takes from one socket at a time.
@@ -65,6 +66,8 @@ type loop struct {
 	underlays underlayMap
 	dirty     []*loopPort // ports with frames queued for transmit
 	nets      map[*Network]*loopNet
+	// filter applies the ports' and networks' rules, fragments included.
+	filter filter
 
 	ctl    chan func()
 	wakeFd int // eventfd that interrupts poll when control work arrives
@@ -91,6 +94,8 @@ type loopPort struct {
 	ctr    *portCounters
 	txq    []afxdp.Desc
 	broken bool
+	// rules is the loop's handle on the port's rules.
+	rules *policy.Matcher
 
 	fillHeld int // frames in the fill ring or the kernel's rx path
 	txHeld   int // frames in the tx ring or the kernel's completion path
@@ -98,7 +103,9 @@ type loopPort struct {
 
 // loopNet is a network as one loop sees it.
 type loopNet struct {
+	id      uint32
 	fdb     *FDB
+	rules   *policy.Matcher
 	members []*loopPort
 	// tunnel is the network's VXLAN side, nil for a network on this host
 	// alone.
@@ -129,6 +136,9 @@ func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint
 		broken:     broken,
 		enc:        *vxlan.NewEncoder(),
 		reasm:      frag.NewReassembler(frag.ReassemblerConfig{}),
+		// Held fragments come out of the frames kept for transmit and
+		// flood copies; a quarter of those is theirs at most.
+		filter: newFilter(cfg.NumFrames / 16),
 	}
 	l.fragNext = l.fragBuffer
 	return l, nil
@@ -170,8 +180,11 @@ func (l *loop) run() {
 			l.underlays = *m
 		}
 		if now-l.lastExpire > int64(time.Second) {
-			// Datagrams whose fragments stopped coming free their memory.
+			// Datagrams whose fragments stopped coming free their memory
+			// and frames.
 			l.reasm.Expire(time.Now())
+			l.expireFragments()
+			l.flush()
 			l.lastExpire = now
 		}
 		work := 0
@@ -182,6 +195,9 @@ func (l *loop) run() {
 		}
 		work += l.complete()
 		l.refill()
+		if work > 0 {
+			l.flushRuleCounters()
+		}
 		if work == 0 {
 			l.wait()
 		}
@@ -228,19 +244,17 @@ func (l *loop) receive(p *loopPort, now int64) int {
 		rxPackets++
 		rxBytes += uint64(d.Len)
 		out, flood, reason, ok := decide(f, p.id, sec, fdb, now, &l.learn)
-		switch {
-		case !ok:
+		if !ok {
 			p.ctr.drop(reason)
 			l.pool.release(d.Addr)
-		case !flood && l.uplink != nil && out.port == l.uplink.id:
-			l.sendTunnel(p, d, out.vtep)
-		case !flood && int(out.port) < len(l.ports) && l.ports[out.port] != nil:
-			l.enqueue(l.ports[out.port], d)
-		default:
-			// Flood; also for an FDB entry whose port another loop has
-			// learned but this one has not added yet, or has just
-			// removed and is about to be flushed.
-			l.flood(p, d, f)
+			continue
+		}
+		l.filter.view.parsed = false
+		if l.judge(p.rules, p.net.rules, policy.In, ingressZone(p.id, p.net), p.ctr, d, f) {
+			l.forward(p, p.net, d, f, out, flood)
+		}
+		if len(l.filter.given) > 0 {
+			l.settle(p.net)
 		}
 	}
 	fdb.mu.RUnlock()
@@ -249,6 +263,31 @@ func (l *loop) receive(p *loopPort, now int64) int {
 	p.ctr.rxBytes.Add(rxBytes)
 	l.flush()
 	return n
+}
+
+// forward sends a frame that passed its ingress stage where route said.
+func (l *loop) forward(in *loopPort, ln *loopNet, d afxdp.Desc, f []byte, out fdbEntry, flood bool) {
+	switch {
+	case !flood && l.uplink != nil && out.port == l.uplink.id:
+		l.sendTunnel(in, d, out.vtep)
+	case !flood && int(out.port) < len(l.ports) && l.ports[out.port] != nil:
+		l.output(l.ports[out.port], d, f)
+	case in == l.uplink:
+		// Split horizon: what came from the tunnel never goes back.
+		l.floodMembers(ln, in, d, f)
+	default:
+		// Flood; also for an FDB entry whose port another loop has
+		// learned but this one has not added yet, or has just removed
+		// and is about to be flushed.
+		l.flood(in, d, f)
+	}
+}
+
+// output queues a frame for a local port once the port's rules let it out.
+func (l *loop) output(m *loopPort, d afxdp.Desc, f []byte) {
+	if l.judge(m.rules, nil, policy.Out, egressZone(m.id), m.ctr, d, f) {
+		l.enqueue(m, d)
+	}
 }
 
 // flood sends a frame to every other port of its network. The last
@@ -285,9 +324,9 @@ func (l *loop) floodMembers(net *loopNet, in *loopPort, d afxdp.Desc, f []byte) 
 			continue
 		}
 		copy(l.umem.Bytes(addr+off, len(f)), f)
-		l.enqueue(m, afxdp.Desc{Addr: addr + off, Len: d.Len})
+		l.output(m, afxdp.Desc{Addr: addr + off, Len: d.Len}, f)
 	}
-	l.enqueue(members[last], d)
+	l.output(members[last], d, f)
 }
 
 func (l *loop) enqueue(p *loopPort, d afxdp.Desc) {
@@ -420,11 +459,12 @@ func (l *loop) addPort(p *Port, cfg afxdp.SocketConfig) (*afxdp.Socket, error) {
 		return nil, err
 	}
 	lp := &loopPort{
-		id:   p.ID,
-		port: p,
-		sock: sock,
-		ctr:  p.counters[l.queue],
-		txq:  make([]afxdp.Desc, 0, batchSize),
+		id:    p.ID,
+		port:  p,
+		sock:  sock,
+		ctr:   p.counters[l.queue],
+		txq:   make([]afxdp.Desc, 0, batchSize),
+		rules: p.rules.Matcher(),
 	}
 	if p.uplink {
 		l.uplink = lp
@@ -467,7 +507,7 @@ func (l *loop) removePort(id uint32) error {
 func (l *loop) net(n *Network) *loopNet {
 	ln := l.nets[n]
 	if ln == nil {
-		ln = &loopNet{fdb: n.fdb}
+		ln = &loopNet{id: n.id, fdb: n.fdb, rules: n.rules.Matcher()}
 		l.nets[n] = ln
 	}
 	return ln
@@ -490,7 +530,11 @@ func (l *loop) account() (FrameAccount, error) {
 	for _, p := range l.active {
 		held[p.id] = [2]int{p.fillHeld, p.txHeld}
 	}
-	a, err := l.pool.check(held)
+	var tracked []uint64
+	for _, h := range l.filter.tracker.AppendHeld(nil) {
+		tracked = append(tracked, h.Handle)
+	}
+	a, err := l.pool.check(held, tracked)
 	a.Queue = l.queue
 	return a, err
 }
@@ -513,6 +557,16 @@ func (l *loop) close() error {
 	}
 	errs = append(errs, l.umem.Close(), unix.Close(l.wakeFd))
 	return errors.Join(errs...)
+}
+
+// flushRuleCounters publishes what the batch counted against rules.
+func (l *loop) flushRuleCounters() {
+	for _, p := range l.active {
+		p.rules.Flush()
+	}
+	for _, n := range l.nets {
+		n.rules.Flush()
+	}
 }
 
 // portCounters are one port's counts on one loop. The loop adds to them

@@ -16,9 +16,10 @@ const (
 	frameFill                   // given to a socket's fill ring (kernel: fill or rx ring)
 	frameLoop                   // held by the loop during a batch
 	frameTx                     // given to a socket's tx ring (kernel: tx or completion ring)
+	frameHeld                   // a fragment the loop's fragment tracker holds
 )
 
-var frameStateNames = [...]string{"free", "fill", "loop", "tx"}
+var frameStateNames = [...]string{"free", "fill", "loop", "tx", "held"}
 
 func (s frameState) String() string { return frameStateNames[s] }
 
@@ -93,6 +94,20 @@ func (p *framePool) give(addr uint64, to frameState, port uint32) {
 	p.owner[i] = port
 }
 
+// hold records that the fragment tracker took a frame from the loop.
+func (p *framePool) hold(addr uint64) { p.state[addr/p.frameSize] = frameHeld }
+
+// unhold takes back a frame the fragment tracker returned, after checking
+// that it held it.
+func (p *framePool) unhold(addr uint64) bool {
+	i := p.index(addr)
+	if i < 0 || p.state[i] != frameHeld {
+		return false
+	}
+	p.state[i] = frameLoop
+	return true
+}
+
 // reclaim takes back every frame a socket held, once the socket is closed
 // and the kernel can no longer write to them.
 func (p *framePool) reclaim(port uint32) int {
@@ -115,13 +130,15 @@ type FrameAccount struct {
 	Fill  int // in fill rings and the kernel's rx path
 	Tx    int // in tx rings and the kernel's completion path
 	Loop  int // held by the loop; zero between batches
+	Held  int // fragments the fragment tracker holds
 }
 
 // check verifies that every frame is in exactly one place: the free stack
 // holds each free frame once and nothing else, and the per-port counts the
 // loop keeps agree with the per-frame record. held gives, per port id, the
-// fill and tx counts the loop believes each socket holds.
-func (p *framePool) check(held map[uint32][2]int) (FrameAccount, error) {
+// fill and tx counts the loop believes each socket holds; tracked the
+// frames the fragment tracker says it holds.
+func (p *framePool) check(held map[uint32][2]int, tracked []uint64) (FrameAccount, error) {
 	a := FrameAccount{Total: len(p.state)}
 	counts := make(map[uint32][2]int)
 	for i, s := range p.state {
@@ -140,6 +157,16 @@ func (p *framePool) check(held map[uint32][2]int) (FrameAccount, error) {
 			counts[p.owner[i]] = c
 		case frameLoop:
 			a.Loop++
+		case frameHeld:
+			a.Held++
+		}
+	}
+	if a.Held != len(tracked) {
+		return a, fmt.Errorf("%d frames are marked held, the fragment tracker holds %d", a.Held, len(tracked))
+	}
+	for _, addr := range tracked {
+		if i := p.index(addr); i < 0 || p.state[i] != frameHeld {
+			return a, fmt.Errorf("the fragment tracker holds %#x, which is not marked held", addr)
 		}
 	}
 	if a.Loop != 0 {

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // PortOptions are what the switch knows of the device behind a port.
@@ -21,6 +23,9 @@ type PortOptions struct {
 	// IPv6 are prefixes the port's IPv6 sources may come from besides
 	// link-local ones.
 	IPv6 []netip.Prefix
+	// Rules are the port's own allow and deny rules, by direction; nil
+	// for none.
+	Rules *policy.Ruleset
 }
 
 // security is a port's restrictions as the loops check them: an immutable
@@ -74,7 +79,9 @@ func (s *security) check(f []byte) (DropReason, bool) {
 	case etherTypeIPv4:
 		ihl := int(l3[0]&0x0f) * 4
 		src := netip.AddrFrom4([4]byte(l3[12:16]))
-		isUDP := l3[9] == ipProtoUDP && len(l3) >= ihl+8
+		// A later fragment's first bytes are payload, not a UDP header.
+		first := binary.BigEndian.Uint16(l3[6:])&0x1fff == 0
+		isUDP := l3[9] == ipProtoUDP && len(l3) >= ihl+8 && first
 		if isUDP && binary.BigEndian.Uint16(l3[ihl:]) == dhcp4ServerPort {
 			return DropRogueDHCP, false
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/xdpswitch/xdpswitch/bpf"
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // DefaultFrames is the UMEM size of each queue: 32 MiB of 2 KiB frames,
@@ -129,6 +130,10 @@ type Network struct {
 	// id is the network's number in the uplink program's metadata.
 	id     uint32
 	tunnel *tunnel
+	// rules apply to every frame forwarded within the network; ruleset
+	// is what they were compiled from, for the API.
+	rules   *policy.Table
+	ruleset *policy.Ruleset
 }
 
 // Port is a device plugged into the switch.
@@ -151,6 +156,10 @@ type Port struct {
 	uplink bool
 	// frameLimit is the longest frame the device sends (MTU and header).
 	frameLimit int
+	// rules are the port's own, by direction; ruleset is what they were
+	// compiled from.
+	rules   *policy.Table
+	ruleset *policy.Ruleset
 }
 
 // portProgram is the XDP program on a port's device: the port program, or
@@ -282,7 +291,7 @@ func (s *Switch) AddNetwork(name string) error {
 	if _, ok := s.networks[name]; ok {
 		return existsf("network %q already exists", name)
 	}
-	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port), id: s.nextNetID}
+	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port), id: s.nextNetID, rules: policy.NewTable(nil)}
 	s.nextNetID++
 	s.log.Info("network added", "network", name)
 	return nil
@@ -364,6 +373,12 @@ func (s *Switch) addPortLocked(name string, n *Network, opts PortOptions, attach
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("port %s: set up: %w", name, err)
 	}
+	var rules *policy.Classifier
+	if opts.Rules != nil {
+		if rules, err = policy.Compile(*opts.Rules); err != nil {
+			return fmt.Errorf("port %s: rules: %w", name, err)
+		}
+	}
 	prog, err := attach(attrs.Index)
 	if err != nil {
 		return fmt.Errorf("port %s: %w", name, err)
@@ -379,6 +394,8 @@ func (s *Switch) addPortLocked(name string, n *Network, opts PortOptions, attach
 		opts:       opts,
 		uplink:     n == nil,
 		frameLimit: attrs.MTU + 14,
+		rules:      policy.NewTable(rules),
+		ruleset:    opts.Rules,
 	}
 	for q := range p.counters {
 		p.counters[q] = new(portCounters)

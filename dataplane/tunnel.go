@@ -7,6 +7,7 @@ import (
 	"github.com/xdpswitch/xdpswitch/bpf"
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
 	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // tunnel is a network's VXLAN side.
@@ -82,14 +83,17 @@ func (l *loop) switchTunnelFrame(p *loopPort, ln *loopNet, d afxdp.Desc, f []byt
 		ln.fdb.mu.RLock()
 	}
 	out, flood, reason, ok := decideFrom(f, p.id, &vtep, nil, ln.fdb, now, &l.learn)
-	switch {
-	case !ok:
+	if !ok {
 		p.ctr.drop(reason)
 		l.pool.release(d.Addr)
-	case !flood && int(out.port) < len(l.ports) && l.ports[out.port] != nil:
-		l.enqueue(l.ports[out.port], d)
-	default:
-		l.floodMembers(ln, p, d, f)
+		return
+	}
+	l.filter.view.parsed = false
+	if l.judge(nil, ln.rules, policy.In, ingressZone(p.id, ln), p.ctr, d, f) {
+		l.forward(p, ln, d, f, out, flood)
+	}
+	if len(l.filter.given) > 0 {
+		l.settle(ln)
 	}
 }
 

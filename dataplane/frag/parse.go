@@ -99,6 +99,10 @@ type Info struct {
 	// zero and nil for later fragments.
 	L4Off int
 	L4    []byte
+	// Tag is the caller's: Parse leaves it zero, Tracker.First records
+	// it with the verdict (which rules decided, say) and Later hands it
+	// back with the verdict of every later fragment.
+	Tag uint64
 }
 
 // End is the fragment's end in the datagram's fragmentable part.

@@ -36,6 +36,9 @@ func (a Action) String() string {
 type Outcome struct {
 	Action Action
 	Reason Reason // why, when Action is Drop
+	// Tag is what the caller recorded with the datagram's verdict
+	// (Info.Tag at First), when Action is Allow or Deny.
+	Tag uint64
 }
 
 // Held is a frame the tracker holds for the caller. The tracker never
@@ -50,6 +53,9 @@ type Held struct {
 	Len    uint32
 	Action Action
 	Reason Reason
+	// Tag is the datagram's Info.Tag at First, when Action is Allow or
+	// Deny.
+	Tag uint64
 }
 
 // TrackerConfig bounds a Tracker. Zero fields take the defaults.
@@ -129,7 +135,8 @@ type record struct {
 	nr       uint8
 	end      uint32 // length of the fragmentable part, once the last fragment is seen
 	maxEnd   uint32
-	held     int32 // first held frame, -1 for none
+	tag      uint64 // the caller's, recorded with the verdict
+	held     int32  // first held frame, -1 for none
 	heldTail int32
 	heldN    int32
 	heldLen  int64
@@ -329,10 +336,11 @@ func (t *Tracker) First(in *Info, v Action, now time.Time, out []Held) (Outcome,
 		i, out = t.alloc(&in.Key, ts, out)
 		e := &t.recs[i]
 		e.state = verdictState(v)
+		e.tag = in.Tag
 		e.add(lo, hi, in.More)
 		t.decided.pushBack(&t.ln, i)
 		t.ctr.firsts.Add(1)
-		return t.verdict(v), out
+		return t.verdict(v, in.Tag), out
 	}
 	e := &t.recs[i]
 	if e.state == stateBad {
@@ -345,6 +353,7 @@ func (t *Tracker) First(in *Info, v Action, now time.Time, out []Held) (Outcome,
 	t.ctr.firsts.Add(1)
 	if e.state == statePending {
 		e.state = verdictState(v)
+		e.tag = in.Tag
 		t.pending.remove(&t.ln, i)
 		e.when = ts
 		t.decided.pushBack(&t.ln, i)
@@ -356,7 +365,7 @@ func (t *Tracker) First(in *Info, v Action, now time.Time, out []Held) (Outcome,
 		t.release(i)
 		t.ctr.completed.Add(1)
 	}
-	return t.verdict(v), out
+	return t.verdict(v, in.Tag), out
 }
 
 // Later handles a fragment other than the first: it returns the verdict
@@ -395,11 +404,12 @@ func (t *Tracker) Later(in *Info, h Held, now time.Time, out []Held) (Outcome, [
 		if e.state == stateDeny {
 			v = Deny
 		}
+		tag := e.tag
 		if e.complete() {
 			t.release(i)
 			t.ctr.completed.Add(1)
 		}
-		return t.verdict(v), out
+		return t.verdict(v, tag), out
 	}
 	// Pending: hold this one too, within the per-datagram caps.
 	if int(e.heldN) >= t.cfg.MaxHeldPerDatagram || e.heldLen+int64(h.Len) > int64(t.cfg.MaxHeldBytesPerDatagram) {
@@ -602,6 +612,9 @@ func (t *Tracker) giveBack(i int32, a Action, r Reason, out []Held) []Held {
 	for j := e.held; j >= 0; {
 		h := t.held[j].h
 		h.Action, h.Reason = a, r
+		if a == Allow || a == Deny {
+			h.Tag = e.tag
+		}
 		out = append(out, h)
 		switch a {
 		case Allow:
@@ -645,13 +658,13 @@ func (t *Tracker) dropOne(r Reason) Outcome {
 	return Outcome{Action: Drop, Reason: r}
 }
 
-func (t *Tracker) verdict(v Action) Outcome {
+func (t *Tracker) verdict(v Action, tag uint64) Outcome {
 	if v == Allow {
 		t.ctr.allowed.Add(1)
 	} else {
 		t.ctr.denied.Add(1)
 	}
-	return Outcome{Action: v}
+	return Outcome{Action: v, Tag: tag}
 }
 
 func verdictState(v Action) uint8 {

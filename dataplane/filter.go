@@ -1,0 +1,259 @@
+package dataplane
+
+import (
+	"time"
+
+	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/dataplane/frag"
+	"github.com/xdpswitch/xdpswitch/policy"
+)
+
+// Policy in the loop. A frame meets up to three rulesets: the rules of the
+// port it came from (direction in) and of its network, judged together
+// once per frame (the ingress stage), and the rules of each port it leaves
+// by (direction out), judged per port (an egress stage; a flood meets one
+// per member). A stage without rules costs two pointer loads.
+//
+// A stage's verdict on a datagram's first fragment applies to every
+// fragment of it (RFC 8900 §6.3): the loop's frag.Tracker remembers it per
+// stage, keyed by the datagram and the stage's zone, and holds the
+// fragments that arrive before their first one. Fragments that only pass
+// through stages without rules are not tracked: no rule has anything to
+// say about them.
+
+// Zones keep the datagrams of different stages apart in the tracker: an
+// ingress stage is its port and network, an egress stage its port.
+const (
+	zoneEgress   = 1 << 31
+	zonePortMask = 0xffff
+)
+
+func ingressZone(port uint32, ln *loopNet) uint32 {
+	return port&zonePortMask | (ln.id&0x7fff)<<16
+}
+
+func egressZone(port uint32) uint32 { return zoneEgress | port&zonePortMask }
+
+// frameView is the frame at hand as the stages see it, parsed once for
+// all of them: a flood's copies share it.
+type frameView struct {
+	parsed  bool
+	isIP    bool
+	isFrag  bool
+	pkt     policy.Packet
+	info    frag.Info
+	infoErr error
+}
+
+// filter is a loop's policy state.
+type filter struct {
+	tracker *frag.Tracker
+	// given are the frames the tracker handed back, handled by settle
+	// after the frame at hand.
+	given []frag.Held
+	view  frameView
+}
+
+func newFilter(heldFrames int) filter {
+	t := frag.NewTracker(frag.TrackerConfig{MaxHeldFrames: heldFrames})
+	return filter{tracker: t, given: make([]frag.Held, 0, t.Config().MaxHeldFrames+1)}
+}
+
+// parse fills the view of frame f.
+func (v *frameView) parse(f []byte) {
+	v.parsed = true
+	var first bool
+	v.isIP, v.isFrag, first = policy.PacketFromFrame(f, policy.Both, &v.pkt)
+	v.infoErr = nil
+	if v.isIP && v.isFrag {
+		v.info, v.infoErr = frag.Parse(f[l3Offset(f):])
+		switch {
+		case v.infoErr != nil:
+		case !v.info.IsFragment:
+			v.isFrag = false // an IPv6 atomic fragment is a whole packet
+		case v.info.First != first:
+			v.infoErr = frag.ErrMalformed // the parsers disagree: trust neither
+		}
+	}
+}
+
+// l3Offset is where the IP header starts, behind any VLAN tags; validate
+// has checked that the tags are there.
+func l3Offset(f []byte) int {
+	off := 12
+	for {
+		et := uint16(f[off])<<8 | uint16(f[off+1])
+		if et != etherTypeVLAN && et != etherTypeQinQ {
+			return off + 2
+		}
+		off += vlanHeaderLen
+	}
+}
+
+// hasRules tells whether a matcher has rules in force this batch.
+func hasRules(m *policy.Matcher) bool { return m != nil && m.Classifier() != nil }
+
+// judge runs a stage over the frame at hand (d, f): the rules of
+// port (direction dir) and then of net, either of which may have none.
+// It returns true when the frame goes on; otherwise the frame is gone:
+// dropped and counted on ctr, or held by the fragment tracker.
+func (l *loop) judge(port, net *policy.Matcher, dir policy.Direction, zone uint32, ctr *portCounters, d afxdp.Desc, f []byte) bool {
+	if !hasRules(port) && !hasRules(net) {
+		return true
+	}
+	v := &l.filter.view
+	if !v.parsed {
+		v.parse(f)
+	}
+	if !v.isIP {
+		return true // ARP and the like are for port security, not rules
+	}
+	if !v.isFrag {
+		if act, _ := l.match(port, net, dir); act == policy.Deny {
+			ctr.drop(DropPolicy)
+			l.pool.release(d.Addr)
+			return false
+		}
+		return true
+	}
+	t := l.filter.tracker
+	v.info.Key.Zone = zone
+	now := time.Now()
+	var o frag.Outcome
+	switch {
+	case v.infoErr != nil:
+		o, l.filter.given = t.Reject(&v.info, v.infoErr, now, l.filter.given)
+	case v.info.First:
+		act, tag := l.match(port, net, dir)
+		v.info.Tag = tag
+		fa := frag.Allow
+		if act == policy.Deny {
+			fa = frag.Deny
+		}
+		o, l.filter.given = t.First(&v.info, fa, now, l.filter.given)
+	default:
+		o, l.filter.given = t.Later(&v.info, frag.Held{Handle: d.Addr, Aux: zone, Len: d.Len}, now, l.filter.given)
+		if o.Action == frag.Allow || o.Action == frag.Deny {
+			follow(port, net, o.Tag, int(d.Len))
+		}
+	}
+	switch o.Action {
+	case frag.Allow:
+		return true
+	case frag.Hold:
+		l.pool.hold(d.Addr)
+		return false
+	case frag.Deny:
+		ctr.drop(DropPolicy)
+	default:
+		ctr.drop(DropFragment)
+	}
+	l.pool.release(d.Addr)
+	return false
+}
+
+// match classifies the frame at hand with the port's rules and then the
+// network's, stopping at the first deny. The tag records which rules
+// decided, for counting the datagram's later fragments against them: rule
+// r of the port in the low half and of the network in the high half, as
+// r+2 (0: not consulted; 1: the default).
+func (l *loop) match(port, net *policy.Matcher, dir policy.Direction) (policy.Action, uint64) {
+	p := &l.filter.view.pkt
+	var tag uint64
+	if hasRules(port) {
+		p.Dir = dir
+		a, r := port.Match(p)
+		tag = uint64(r + 2)
+		if a == policy.Deny {
+			return a, tag
+		}
+	}
+	if hasRules(net) {
+		p.Dir = policy.Both
+		a, r := net.Match(p)
+		tag |= uint64(r+2) << 32
+		if a == policy.Deny {
+			return a, tag
+		}
+	}
+	return policy.Allow, tag
+}
+
+// follow counts a later fragment against the rules that decided its first.
+func follow(port, net *policy.Matcher, tag uint64, bytes int) {
+	if r := int(uint32(tag)); r > 0 && port != nil {
+		port.CountFollowing(r-2, bytes)
+	}
+	if r := int(tag >> 32); r > 0 && net != nil {
+		net.CountFollowing(r-2, bytes)
+	}
+}
+
+// settle handles the frames the fragment tracker handed back: those
+// allowed go on from the stage that held them, the others are freed and
+// counted. locked is the network whose FDB read lock the caller holds.
+func (l *loop) settle(locked *loopNet) {
+	for i := 0; i < len(l.filter.given); i++ { // forwarding may add more
+		h := l.filter.given[i]
+		if !l.pool.unhold(h.Handle) {
+			continue // not a frame the tracker was given: never expected
+		}
+		id := h.Aux & zonePortMask
+		var p *loopPort
+		if int(id) < len(l.ports) {
+			p = l.ports[id]
+		}
+		if h.Action != frag.Allow || p == nil || p.broken {
+			if p != nil {
+				if h.Action == frag.Deny {
+					p.ctr.drop(DropPolicy)
+				} else {
+					p.ctr.drop(DropFragment)
+				}
+			}
+			l.pool.release(h.Handle)
+			continue
+		}
+		d := afxdp.Desc{Addr: h.Handle, Len: h.Len}
+		f := l.umem.Bytes(d.Addr, int(d.Len))
+		l.filter.view.parsed = false
+		if h.Aux&zoneEgress != 0 {
+			follow(p.rules, nil, h.Tag, int(d.Len))
+			l.enqueue(p, d)
+			continue
+		}
+		ln := p.net
+		if p == l.uplink {
+			ln = nil
+			if n := int(h.Aux>>16) & 0x7fff; n < len(l.netByID) {
+				ln = l.netByID[n]
+			}
+		}
+		if ln == nil {
+			p.ctr.drop(DropUnknownVNI)
+			l.pool.release(d.Addr)
+			continue
+		}
+		follow(p.rules, ln.rules, h.Tag, int(d.Len))
+		if ln != locked {
+			ln.fdb.mu.RLock()
+		}
+		out, flood, reason, ok := route(f, p.id, ln.fdb)
+		if ok {
+			l.forward(p, ln, d, f, out, flood)
+		} else {
+			p.ctr.drop(reason)
+			l.pool.release(d.Addr)
+		}
+		if ln != locked {
+			ln.fdb.mu.RUnlock()
+		}
+	}
+	l.filter.given = l.filter.given[:0]
+}
+
+// expireFragments gives up on datagrams whose first fragment never came.
+func (l *loop) expireFragments() {
+	l.filter.given = l.filter.tracker.Expire(time.Now(), l.filter.given)
+	l.settle(nil)
+}
