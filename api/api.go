@@ -9,6 +9,10 @@
 //	GET    /v1/fdb[?network=NAME]    learned MACs
 //	GET    /v1/leases[?network=NAME] DHCP leases
 //	GET    /v1/stats                 counters of ports, forwarding databases and DHCP
+//	GET    /v1/networks/{name}/rules a network's rules and their counters
+//	PUT    /v1/networks/{name}/rules replace them: a Ruleset
+//	DELETE /v1/networks/{name}/rules remove them (everything is allowed)
+//	GET, PUT, DELETE /v1/ports/{name}/rules   the same for a port
 //
 // Errors come back with a fitting status code and {"error": "message"}.
 package api
@@ -39,6 +43,8 @@ type AddPort struct {
 	// leases and link-local addresses.
 	IPv4 []string `json:"ipv4,omitempty"`
 	IPv6 []string `json:"ipv6,omitempty"`
+	// Rules are the port's own rules, in force from the first frame.
+	Rules *Ruleset `json:"rules,omitempty"`
 }
 
 // Port is a port with its counters.
@@ -53,8 +59,11 @@ type Port struct {
 	Security bool   `json:"security"`
 	// AllowedIPv4 are the addresses a secured port may send from
 	// (configured and leased); none means any, until a lease is granted.
-	AllowedIPv4 []string     `json:"allowed_ipv4,omitempty"`
-	Counters    PortCounters `json:"counters"`
+	AllowedIPv4 []string `json:"allowed_ipv4,omitempty"`
+	// Rules is how many rules the port has; RulesDefault their default.
+	Rules        int          `json:"rules"`
+	RulesDefault string       `json:"rules_default,omitempty"`
+	Counters     PortCounters `json:"counters"`
 }
 
 // PortCounters are a port's counts. Rx is what the switch took from the
@@ -87,6 +96,9 @@ type Network struct {
 	HostPort *HostPort  `json:"host_port,omitempty"`
 	FDB      FDBStats   `json:"fdb"`
 	DHCP     *DHCPStats `json:"dhcp,omitempty"`
+	// Rules is how many rules the network has; RulesDefault their default.
+	Rules        int    `json:"rules"`
+	RulesDefault string `json:"rules_default,omitempty"`
 }
 
 // HostPort is the network's link to the host's stack: which kind of
@@ -149,6 +161,27 @@ type Stats struct {
 	// Reassembly counts the outer fragments of tunnel packets put back
 	// together before decapsulation.
 	Reassembly Reassembly `json:"reassembly"`
+	// Fragments counts the fragments of datagrams that met rules, which
+	// take the verdict of their datagram's first fragment.
+	Fragments Fragments `json:"fragments"`
+}
+
+// Fragments is the state and counts of the switch's fragment tracking.
+type Fragments struct {
+	Datagrams  int    `json:"datagrams"`   // tracked now
+	Pending    int    `json:"pending"`     // waiting for their first fragment
+	HeldFrames int    `json:"held_frames"` // early fragments waiting with them
+	HeldBytes  int    `json:"held_bytes"`
+	Fragments  uint64 `json:"fragments"` // taken in
+	Firsts     uint64 `json:"firsts"`    // first fragments judged
+	Allowed    uint64 `json:"allowed"`   // fragments given an allow verdict
+	Denied     uint64 `json:"denied"`
+	Held       uint64 `json:"held"`     // early fragments held
+	Released   uint64 `json:"released"` // and later given their verdict
+	// Dropped counts fragments dropped by the tracker's own rules, by
+	// reason (overlap, tiny_first, timed_out, over_memory, ...).
+	Dropped          map[string]uint64 `json:"dropped"`
+	DroppedDatagrams map[string]uint64 `json:"dropped_datagrams"`
 }
 
 // Reassembly is the state and counts of tunnel fragment reassembly.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -17,6 +18,7 @@ import (
 	"github.com/xdpswitch/xdpswitch/bpf"
 	"github.com/xdpswitch/xdpswitch/dataplane"
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // Config is the daemon's configuration file.
@@ -104,6 +106,9 @@ type Network struct {
 	NAT bool `yaml:"nat"`
 	// VXLAN extends the network to other hosts through the uplink.
 	VXLAN *VXLAN `yaml:"vxlan"`
+	// Rules allow or deny every frame forwarded within the network (IP
+	// frames; ARP is port security's). None: everything is allowed.
+	Rules *policy.Ruleset `yaml:"rules"`
 }
 
 // Port is a device plugged in at start. In YAML either just its name, or a
@@ -118,6 +123,9 @@ type Port struct {
 	// leases and link-local addresses.
 	IPv4 []Addr   `yaml:"ipv4"`
 	IPv6 []Prefix `yaml:"ipv6"`
+	// Rules are the port's own, by direction: in is what the port sends
+	// into the switch, out what the switch sends to it.
+	Rules *policy.Ruleset `yaml:"rules"`
 }
 
 // UnmarshalYAML accepts a bare device name as well as a mapping.
@@ -389,6 +397,11 @@ func (c *Config) Check() error {
 		for _, err := range n.check() {
 			bad("network %q: %v", n.Name, err)
 		}
+		if n.Rules != nil {
+			if err := n.Rules.CheckNetwork(); err != nil {
+				bad("network %q: rules: %v", n.Name, indent(err))
+			}
+		}
 		for _, p := range n.Ports {
 			if err := checkDeviceName(p.Name); err != nil {
 				bad("network %q: port %q: %v", n.Name, p.Name, err)
@@ -398,6 +411,11 @@ func (c *Config) Check() error {
 			}
 			if p.Secured() && p.MAC.HardwareAddr == nil {
 				bad("network %q: port %q: security needs the mac of the NIC behind the port", n.Name, p.Name)
+			}
+			if p.Rules != nil {
+				if err := p.Rules.Check(); err != nil {
+					bad("network %q: port %q: rules: %v", n.Name, p.Name, indent(err))
+				}
 			}
 			ports[p.Name] = n.Name
 		}
@@ -466,6 +484,12 @@ func (n *Network) check() []error {
 		}
 	}
 	return errs
+}
+
+// indent puts each of a joined error's lines on its own indented line, so
+// that a ruleset's many problems read as a list under their ruleset.
+func indent(err error) string {
+	return "\n    " + strings.ReplaceAll(err.Error(), "\n", "\n    ")
 }
 
 // validName keeps network names to what is safe in device names, file

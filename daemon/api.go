@@ -14,6 +14,8 @@ import (
 	"github.com/xdpswitch/xdpswitch/api"
 	"github.com/xdpswitch/xdpswitch/bpf"
 	"github.com/xdpswitch/xdpswitch/dataplane"
+	"github.com/xdpswitch/xdpswitch/dataplane/frag"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // ListenAPI opens the API's unix socket, readable and writable by root
@@ -84,7 +86,28 @@ func (d *Daemon) APIHandler() http.Handler {
 				Datagrams: rs.Datagrams, Bytes: rs.Bytes, Fragments: rs.In, Reassembled: rs.Reassembled,
 				Dropped: rs.Dropped, DroppedDatagrams: rs.DroppedDatagrams,
 			},
+			Fragments: apiFragments(d.sw.FragmentStats()),
 		})
+	})
+	mux.HandleFunc("GET /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
+		info, err := d.sw.NetworkRules(r.PathValue("name"))
+		replyRules(w, info, err)
+	})
+	mux.HandleFunc("GET /v1/ports/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
+		info, err := d.sw.PortRules(r.PathValue("name"))
+		replyRules(w, info, err)
+	})
+	mux.HandleFunc("PUT /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
+		setRules(w, r, d.sw.SetNetworkRules)
+	})
+	mux.HandleFunc("PUT /v1/ports/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
+		setRules(w, r, d.sw.SetPortRules)
+	})
+	mux.HandleFunc("DELETE /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
+		clearRules(w, r, d.sw.SetNetworkRules)
+	})
+	mux.HandleFunc("DELETE /v1/ports/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
+		clearRules(w, r, d.sw.SetPortRules)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
@@ -129,6 +152,13 @@ func portOptionsFromAPI(req api.AddPort) (dataplane.PortOptions, error) {
 			return o, fmt.Errorf("mac %q is not a MAC address", req.MAC)
 		}
 		o.MAC = mac
+	}
+	if req.Rules != nil {
+		rs, err := req.Rules.Policy()
+		if err != nil {
+			return o, fmt.Errorf("rules: %w", err)
+		}
+		o.Rules = rs
 	}
 	o.Security = o.MAC != nil
 	if req.Security != nil {
@@ -184,6 +214,7 @@ func (d *Daemon) apiNetworks() []api.Network {
 			Gateway6: n.Gateway6,
 			NAT:      n.NAT,
 			FDB:      api.FDBStats(n.FDB),
+			Rules:    n.Rules, RulesDefault: n.RulesDefault,
 		}
 		if hp := n.HostPort; hp != nil {
 			an.HostPort = &api.HostPort{Kind: hp.Kind, Host: hp.Host, Switch: hp.Switch, Refused: hp.Refused}
@@ -212,7 +243,7 @@ func apiPort(p dataplane.PortInfo) api.Port {
 	c := p.Counters
 	return api.Port{
 		Name: p.Name, Network: p.Network, Ifindex: p.Ifindex, XDPMode: p.XDPMode, BindMode: p.BindMode, Queues: p.Queues,
-		MAC: p.MAC, Security: p.Security, AllowedIPv4: p.AllowedIPv4,
+		MAC: p.MAC, Security: p.Security, AllowedIPv4: p.AllowedIPv4, Rules: p.Rules, RulesDefault: p.RulesDefault,
 		Counters: api.PortCounters{
 			RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes, TxErrors: c.TxErrors,
 			Drops:         c.Drops,
@@ -244,4 +275,61 @@ func reply(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// maxRulesBody bounds a ruleset sent to the API: room for the largest
+// ruleset a network may have.
+const maxRulesBody = 32 << 20
+
+func setRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.Ruleset) error) {
+	var req api.Ruleset
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRulesBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		reply(w, http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()})
+		return
+	}
+	rs, err := req.Policy()
+	if err != nil {
+		reply(w, http.StatusBadRequest, api.Error{Error: "rules: " + err.Error()})
+		return
+	}
+	if err := set(r.PathValue("name"), rs); err != nil {
+		replyError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func clearRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.Ruleset) error) {
+	if err := set(r.PathValue("name"), nil); err != nil {
+		replyError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func replyRules(w http.ResponseWriter, info dataplane.RulesInfo, err error) {
+	if err != nil {
+		replyError(w, err)
+		return
+	}
+	rs, err := api.RulesetOf(info.Ruleset)
+	if err != nil {
+		replyError(w, err)
+		return
+	}
+	out := api.Rules{Ruleset: rs, Counters: make([]api.RuleCounter, len(info.Stats)), Default: api.RuleCounter(info.Default)}
+	for i, st := range info.Stats {
+		out.Counters[i] = api.RuleCounter(st)
+	}
+	reply(w, http.StatusOK, out)
+}
+
+func apiFragments(st frag.TrackerStats) api.Fragments {
+	return api.Fragments{
+		Datagrams: st.Datagrams, Pending: st.Pending, HeldFrames: st.HeldFrames, HeldBytes: st.HeldBytes,
+		Fragments: st.In, Firsts: st.Firsts, Allowed: st.Allowed, Denied: st.Denied, Held: st.Held, Released: st.Released,
+		Dropped: st.Dropped, DroppedDatagrams: st.DroppedDatagrams,
+	}
 }

@@ -141,6 +141,12 @@ func (d *Daemon) addNetwork(c config.Network) error {
 			return err
 		}
 	}
+	if c.Rules != nil {
+		// In force before any port is plugged in: no frame slips past.
+		if err := d.sw.SetNetworkRules(c.Name, c.Rules); err != nil {
+			return err
+		}
+	}
 	if c.Gateway.IsValid() {
 		if err := d.addHostPort(n); err != nil {
 			return err
@@ -155,7 +161,7 @@ func (d *Daemon) addNetwork(c config.Network) error {
 }
 
 func portOptions(p config.Port) dataplane.PortOptions {
-	o := dataplane.PortOptions{MAC: p.MAC.HardwareAddr, Security: p.Secured()}
+	o := dataplane.PortOptions{MAC: p.MAC.HardwareAddr, Security: p.Secured(), Rules: p.Rules}
 	for _, a := range p.IPv4 {
 		o.IPv4 = append(o.IPv4, a.Addr)
 	}

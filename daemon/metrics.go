@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xdpswitch/xdpswitch/dataplane"
 )
 
 // MetricsHandler serves the daemon's Prometheus metrics. They are read from
@@ -42,6 +45,11 @@ var (
 	mDHCP       = desc("dhcp_messages_total", "DHCP messages by type, and those dropped.", "network", "type")
 	mReasm      = desc("reassembly_total", "Outer tunnel fragments: taken in, datagrams reassembled, and fragments dropped by reason.", "event")
 	mReasmHeld  = desc("reassembly_bytes", "Memory holding outer tunnel fragments awaiting reassembly.")
+	ruleLabels  = []string{"scope", "name", "rule"}
+	mRulePkts   = desc("rule_packets_total", "Frames a rule's verdict applied to (later fragments included); rule is the rule's index or \"default\", scope network or port.", ruleLabels...)
+	mRuleBytes  = desc("rule_bytes_total", "Bytes of the frames a rule's verdict applied to.", ruleLabels...)
+	mFrags      = desc("fragments_total", "Fragments meeting rules: taken in, first fragments judged, allowed, denied, held early, released, and dropped by reason.", "event")
+	mFragsHeld  = desc("fragments_held_frames", "Early fragments held until their first fragment's verdict.")
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -101,6 +109,35 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mReasm, v, "dropped_"+reason)
 	}
 	gauge(mReasmHeld, float64(r.Bytes))
+	rules := func(scope, name string, info dataplane.RulesInfo, err error) {
+		if err != nil || info.Ruleset == nil {
+			return
+		}
+		for i, st := range info.Stats {
+			counter(mRulePkts, st.Packets, scope, name, strconv.Itoa(i))
+			counter(mRuleBytes, st.Bytes, scope, name, strconv.Itoa(i))
+		}
+		counter(mRulePkts, info.Default.Packets, scope, name, "default")
+		counter(mRuleBytes, info.Default.Bytes, scope, name, "default")
+	}
+	for _, n := range c.d.sw.Networks() {
+		info, err := c.d.sw.NetworkRules(n.Name)
+		rules("network", n.Name, info, err)
+	}
+	for _, p := range c.d.sw.Ports() {
+		info, err := c.d.sw.PortRules(p.Name)
+		rules("port", p.Name, info, err)
+	}
+	f := c.d.sw.FragmentStats()
+	for event, v := range map[string]uint64{
+		"in": f.In, "firsts": f.Firsts, "allowed": f.Allowed, "denied": f.Denied, "held": f.Held, "released": f.Released,
+	} {
+		counter(mFrags, v, event)
+	}
+	for reason, v := range f.Dropped {
+		counter(mFrags, v, "dropped_"+reason)
+	}
+	gauge(mFragsHeld, float64(f.HeldFrames))
 	leases, _ := c.d.Leases("")
 	byState := map[[2]string]int{}
 	for _, l := range leases {

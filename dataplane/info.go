@@ -1,13 +1,13 @@
 package dataplane
 
 import (
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/xdpswitch/xdpswitch/bpf"
-	"maps"
-	"slices"
-
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // PortCounters are a port's counts summed over its queues. Rx counts frames
@@ -48,15 +48,30 @@ type PortInfo struct {
 	Security bool   `json:"security"`
 	// Addresses a secured port may send from (configured and leased); none
 	// means any, until a lease is granted.
-	AllowedIPv4 []string     `json:"allowed_ipv4,omitempty"`
-	Counters    PortCounters `json:"counters"`
+	AllowedIPv4 []string `json:"allowed_ipv4,omitempty"`
+	// Rules is how many rules the port has, RulesDefault their default
+	// ("" without rules).
+	Rules        int          `json:"rules"`
+	RulesDefault string       `json:"rules_default,omitempty"`
+	Counters     PortCounters `json:"counters"`
 }
 
 // NetworkInfo describes a network.
 type NetworkInfo struct {
-	Name  string   `json:"name"`
-	Ports []string `json:"ports"`
-	FDB   FDBStats `json:"fdb"`
+	Name         string   `json:"name"`
+	Ports        []string `json:"ports"`
+	FDB          FDBStats `json:"fdb"`
+	Rules        int      `json:"rules"`
+	RulesDefault string   `json:"rules_default,omitempty"`
+}
+
+// rulesSummary is how many rules a table has and their default.
+func rulesSummary(t *policy.Table) (int, string) {
+	c := t.Load()
+	if c == nil {
+		return 0, ""
+	}
+	return c.Len(), c.Default().String()
 }
 
 // FDBEntry is one learned MAC.
@@ -121,18 +136,21 @@ func (p *Port) info() PortInfo {
 	if p.opts.MAC != nil {
 		mac = p.opts.MAC.String()
 	}
+	rules, deflt := rulesSummary(p.rules)
 	return PortInfo{
-		Uplink:      p.uplink,
-		MAC:         mac,
-		Security:    p.opts.Security,
-		AllowedIPv4: allowed,
-		Name:        p.Name,
-		Network:     p.networkName(),
-		Ifindex:     p.Ifindex,
-		XDPMode:     p.prog.Mode().String(),
-		BindMode:    p.bindMode.String(),
-		Queues:      len(p.socks),
-		Counters:    c,
+		Rules:        rules,
+		RulesDefault: deflt,
+		Uplink:       p.uplink,
+		MAC:          mac,
+		Security:     p.opts.Security,
+		AllowedIPv4:  allowed,
+		Name:         p.Name,
+		Network:      p.networkName(),
+		Ifindex:      p.Ifindex,
+		XDPMode:      p.prog.Mode().String(),
+		BindMode:     p.bindMode.String(),
+		Queues:       len(p.socks),
+		Counters:     c,
 	}
 }
 
@@ -165,7 +183,8 @@ func (s *Switch) Networks() []NetworkInfo {
 	out := make([]NetworkInfo, 0, len(s.networks))
 	for _, name := range slices.Sorted(maps.Keys(s.networks)) {
 		n := s.networks[name]
-		out = append(out, NetworkInfo{Name: name, Ports: slices.Sorted(maps.Keys(n.ports)), FDB: n.fdb.Stats()})
+		rules, deflt := rulesSummary(n.rules)
+		out = append(out, NetworkInfo{Name: name, Ports: slices.Sorted(maps.Keys(n.ports)), FDB: n.fdb.Stats(), Rules: rules, RulesDefault: deflt})
 	}
 	return out
 }

@@ -57,6 +57,8 @@ type AttachOptions struct {
 	// NoSecurity plugs the NIC in without port security, which otherwise
 	// holds it to its own MAC and addresses.
 	NoSecurity bool
+	// Rules are the port's own rules, in force from its first frame.
+	Rules *api.Ruleset
 	// Logf, when set, is told each step.
 	Logf func(format string, args ...any)
 }
@@ -171,7 +173,7 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 	logf("created tap %s with %d queue(s)", tapName, o.Queues)
 
 	security := !o.NoSecurity
-	port, err := o.API.AddPortWith(ctx, api.AddPort{Name: tapName, Network: o.Network, MAC: o.MAC.String(), Security: &security})
+	port, err := o.API.AddPortWith(ctx, api.AddPort{Name: tapName, Network: o.Network, MAC: o.MAC.String(), Security: &security, Rules: o.Rules})
 	var (
 		refusal *api.StatusError
 		sysErr  *os.SyscallError

@@ -20,6 +20,7 @@ func attach(e *env, args []string) error {
 	wait := fs.Duration("wait", 30*time.Second, "`DURATION` the guest gets to take the NIC; 0 does not wait")
 	verbose := fs.Bool("v", false, "tell each step on stderr")
 	noSecurity := fs.Bool("no-security", false, "plug the NIC in without port security (its own MAC and addresses only)")
+	rulesFile := fs.String("rules", "", "the port's own rules, from `FILE` (YAML as in the config)")
 	pos, err := e.parse(fs, args, 1)
 	if err != nil {
 		return err
@@ -42,6 +43,11 @@ func attach(e *env, args []string) error {
 	o := vmctl.AttachOptions{
 		VM: vm, QMPSocket: *qmp, Network: *network, MAC: mac, Queues: *queues,
 		API: e.client(), WaitGuest: *wait, NoSecurity: *noSecurity,
+	}
+	if *rulesFile != "" {
+		if o.Rules, err = e.readRules(*rulesFile); err != nil {
+			return err
+		}
 	}
 	if *verbose {
 		o.Logf = e.logf

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -79,12 +80,20 @@ func TestAttachDetach(t *testing.T) {
 		t.Fatalf("QEMU device %v", d)
 	}
 
-	// -v tells each step on stderr.
-	out, errOut, code := runCLI(t, a.Socket, "attach", "vm1", "--qmp", q.Socket, "--network", "lan", "--wait", "0", "-v")
+	// -v tells each step on stderr; --rules gives the port its rules.
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rules, []byte("rules: [{action: deny, direction: in, proto: udp, dst_ports: [53]}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, a.Socket, "attach", "vm1", "--qmp", q.Socket, "--network", "lan", "--wait", "0", "-v", "--rules", rules)
 	if code != 0 || !strings.Contains(out, "guest    not waited for\n") || !strings.Contains(errOut, "vm1: created tap xs") {
 		t.Fatalf("attach -v: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	second := strings.Fields(strings.SplitN(out, "\n", 2)[0])[2]
+	secondTap := "xs" + strings.ReplaceAll(second, ":", "")
+	if out := mustVmctl(t, a.Socket, "rules", "--port", secondTap); !strings.Contains(out, "0  deny in proto udp dst_ports 53") {
+		t.Fatalf("rules of the port attached with --rules:\n%s", out)
+	}
 
 	wantFailure(t, a.Socket, exitFailure, []string{"detach", "vm1", "--qmp", q.Socket},
 		"vmctl: detach a NIC from vm1: the VM has 2 NICs attached by vmctl (", "52:54:00:aa:00:01", second, "); pick one by MAC")

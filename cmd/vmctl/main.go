@@ -49,7 +49,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"attach", "VM --qmp SOCKET --network NET [--mac MAC] [--queues N] [--wait DURATION] [--no-security] [-v]",
+		{"attach", "VM --qmp SOCKET --network NET [--mac MAC] [--queues N] [--wait DURATION] [--no-security] [--rules FILE] [-v]",
 			"plug a new NIC into a running VM and into a switch network", attach},
 		{"detach", "VM --qmp SOCKET [--mac MAC] [--timeout DURATION] [-v]",
 			"unplug a NIC that attach plugged in", detach},
@@ -58,6 +58,8 @@ func commands() []command {
 		{"fdb", "[--network NET] [--json]", "list the learned MAC addresses", fdb},
 		{"leases", "[--network NET] [--json]", "list the DHCP leases", leases},
 		{"stats", "[--json]", "show per-port counters and drops, per-network FDB and DHCP counts", stats},
+		{"rules", "--network NET | --port PORT [--set FILE | --clear] [--json]",
+			"show a network's or a port's rules and their counters; replace or remove them", rules},
 	}
 }
 

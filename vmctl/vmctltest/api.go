@@ -8,11 +8,13 @@ package vmctltest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +28,8 @@ type State struct {
 	Ports    []api.Port
 	FDB      []api.FDBEntry
 	Leases   []api.Lease
+	// Rules are the rules in force, by "networks/NAME" and "ports/NAME".
+	Rules map[string]api.Rules
 }
 
 // API is a fake xdpswitchd API. Ports added through it must name a network
@@ -62,6 +66,10 @@ func NewAPI(t testing.TB, st State) *API {
 		st.Networks[i].Ports = slices.Clone(st.Networks[i].Ports)
 	}
 	st.Ports = slices.Clone(st.Ports)
+	st.Rules = maps.Clone(st.Rules)
+	if st.Rules == nil {
+		st.Rules = map[string]api.Rules{}
+	}
 	a := &API{Socket: filepath.Join(dir, "api.sock"), state: st, fails: map[string]apiFailure{}}
 	l, err := net.Listen("unix", a.Socket)
 	if err != nil {
@@ -117,6 +125,9 @@ func NewAPI(t testing.TB, st State) *API {
 		defer a.mu.Unlock()
 		reply(w, http.StatusOK, api.Stats{Ports: nonNil(a.state.Ports), Networks: nonNil(a.state.Networks)})
 	})
+	for _, kind := range []string{"networks", "ports"} {
+		mux.HandleFunc("/v1/"+kind+"/{name}/rules", func(w http.ResponseWriter, r *http.Request) { a.rules(w, r, kind) })
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
 	})
@@ -172,6 +183,44 @@ func (a *API) port(name string) int {
 	return slices.IndexFunc(a.state.Ports, func(p api.Port) bool { return p.Name == name })
 }
 
+// rules serves a network's or a port's rules: GET, PUT (checked as the
+// daemon checks them, counters start at zero) and DELETE.
+func (a *API) rules(w http.ResponseWriter, r *http.Request, kind string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	name := r.PathValue("name")
+	if (kind == "networks" && a.network(name) < 0) || (kind == "ports" && a.port(name) < 0) {
+		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no %s %q", strings.TrimSuffix(kind, "s"), name)})
+		return
+	}
+	key := kind + "/" + name
+	switch r.Method {
+	case http.MethodGet:
+		reply(w, http.StatusOK, a.state.Rules[key])
+	case http.MethodDelete:
+		a.calls = append(a.calls, "clear rules "+key)
+		delete(a.state.Rules, key)
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodPut:
+		var rs api.Ruleset
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rs); err != nil {
+			reply(w, http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()})
+			return
+		}
+		if _, err := rs.Policy(); err != nil {
+			reply(w, http.StatusBadRequest, api.Error{Error: "rules: " + err.Error()})
+			return
+		}
+		a.calls = append(a.calls, "set rules "+key)
+		a.state.Rules[key] = api.Rules{Ruleset: &rs, Counters: make([]api.RuleCounter, len(rs.Rules))}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		reply(w, http.StatusMethodNotAllowed, api.Error{Error: "no such API call: " + r.Method + " " + r.URL.Path})
+	}
+}
+
 func (a *API) addPort(w http.ResponseWriter, r *http.Request) {
 	var req api.AddPort
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
@@ -200,6 +249,13 @@ func (a *API) addPort(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("port %s: no such device", req.Name)})
 		return
+	}
+	if rs := req.Rules; rs != nil {
+		if _, err := rs.Policy(); err != nil {
+			reply(w, http.StatusBadRequest, api.Error{Error: "rules: " + err.Error()})
+			return
+		}
+		a.state.Rules["ports/"+req.Name] = api.Rules{Ruleset: rs, Counters: make([]api.RuleCounter, len(rs.Rules))}
 	}
 	p := api.Port{Name: req.Name, Network: req.Network, Ifindex: ifi.Index, XDPMode: "native", BindMode: "copy", Queues: 1,
 		Counters: api.PortCounters{Drops: map[string]uint64{}}}
