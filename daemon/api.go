@@ -264,6 +264,8 @@ func replyError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, dataplane.ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, dataplane.ErrInvalid):
+		code = http.StatusBadRequest
 	case errors.Is(err, dataplane.ErrExists), errors.Is(err, dataplane.ErrInUse), errors.Is(err, dataplane.ErrUnfit),
 		errors.Is(err, bpf.ErrDeviceBusy):
 		code = http.StatusConflict

@@ -30,6 +30,8 @@ networks:
     gateway: 10.85.0.1/24
     ports: [%s]
     dhcp: {range: [10.85.0.10, 10.85.0.20]}
+    rules:
+      rules: [{action: deny, proto: tcp, dst_ports: ["23"], comment: no telnet}]
   - name: other
 `, t.TempDir(), t.TempDir(), a.Port)))
 	defer d.Close()
@@ -118,6 +120,50 @@ networks:
 		t.Errorf("stats ports %+v", st.Ports)
 	}
 
+	// Rules: the config's are in force and counted (DHCP went through
+	// them, to the default); a port's are replaced and removed.
+	rules, err := c.NetworkRules(ctx, "lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := rules.Ruleset; rs == nil || len(rs.Rules) != 1 || rs.Rules[0].DstPorts[0] != "23" || rs.Rules[0].Comment != "no telnet" ||
+		len(rules.Counters) != 1 || rules.Default.Packets == 0 {
+		t.Errorf("network rules %+v", rules)
+	}
+	if nets, _ := c.Networks(ctx); nets[0].Rules != 1 || nets[0].RulesDefault != "allow" {
+		t.Errorf("network lan's rules summary: %d, %q", nets[0].Rules, nets[0].RulesDefault)
+	}
+	deny := &api.Ruleset{Default: "deny", Rules: []api.Rule{{Action: "allow", Proto: "udp", DstPorts: []string{"67"}}}}
+	if err := c.SetPortRules(ctx, a.Port, deny); err != nil {
+		t.Fatal(err)
+	}
+	if ps, _ := c.Ports(ctx); ps[0].Name != a.Port || ps[0].Rules != 1 || ps[0].RulesDefault != "deny" {
+		t.Errorf("port %+v: want its rules counted", ps[0])
+	}
+	if err := c.SetPortRules(ctx, a.Port, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.PortRules(ctx, a.Port); err != nil || r.Ruleset != nil {
+		t.Errorf("port rules after removal: %+v, %v", r, err)
+	}
+	for _, tc := range []struct {
+		err  error
+		code int
+		text string
+	}{
+		{c.SetPortRules(ctx, a.Port, &api.Ruleset{Rules: []api.Rule{{Action: "allow", Proto: "icmp", DstPorts: []string{"1"}}}}), http.StatusBadRequest, "icmp has no ports"},
+		{c.SetNetworkRules(ctx, "lan", &api.Ruleset{Rules: []api.Rule{{Action: "deny", Direction: "in"}}}), http.StatusBadRequest, "for port rules"},
+		{c.SetNetworkRules(ctx, "nosuchnet", deny), http.StatusNotFound, "no network"},
+		{c.SetPortRules(ctx, "xsnosuchport", deny), http.StatusNotFound, "no port"},
+	} {
+		if se, ok := tc.err.(*api.StatusError); !ok || se.Code != tc.code || !strings.Contains(se.Message, tc.text) {
+			t.Errorf("setting rules: %v, want status %d saying %q", tc.err, tc.code, tc.text)
+		}
+	}
+	if _, err := c.PortRules(ctx, "xsnosuchport"); !api.IsNotFound(err) {
+		t.Errorf("rules of an unknown port: %v", err)
+	}
+
 	if err := c.RemovePort(ctx, "xss-lan"); err == nil || !strings.Contains(err.Error(), "host port") {
 		t.Errorf("removing the host port through the API: %v", err)
 	}
@@ -164,6 +210,10 @@ networks:
 		`xdpswitch_dhcp_leases{network="lan",state="bound"} 1`,
 		`xdpswitch_dhcp_messages_total{network="lan",type="ack"}`,
 		`xdpswitch_port_socket_total{counter="fill_ring_empty",network="lan"`,
+		`xdpswitch_rule_packets_total{name="lan",rule="0",scope="network"} 0`,
+		`xdpswitch_rule_packets_total{name="lan",rule="default",scope="network"}`,
+		`xdpswitch_fragments_total{event="firsts"} 0`,
+		`xdpswitch_fragments_held_frames 0`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

@@ -16,6 +16,9 @@ var (
 	// ErrUnfit refuses a device the switch cannot serve as configured
 	// (too few queues, an MTU larger than its frames, no frames left).
 	ErrUnfit = errors.New("unfit")
+	// ErrInvalid refuses what the caller asked for as such: rules that
+	// do not compile, say.
+	ErrInvalid = errors.New("invalid")
 )
 
 // kindError carries a message of its own and a class for errors.Is.
@@ -43,4 +46,10 @@ func inUsef(format string, args ...any) error {
 
 func unfitf(format string, args ...any) error {
 	return &kindError{msg: fmt.Sprintf(format, args...), kind: ErrUnfit}
+}
+
+// invalidf classifies err, the caller's mistake, as ErrInvalid, after
+// a prefix that says what it was about.
+func invalidf(err error, format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...) + ": " + err.Error(), kind: ErrInvalid, err: err}
 }

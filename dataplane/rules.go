@@ -1,8 +1,6 @@
 package dataplane
 
 import (
-	"fmt"
-
 	"github.com/xdpswitch/xdpswitch/dataplane/frag"
 	"github.com/xdpswitch/xdpswitch/policy"
 )
@@ -45,7 +43,7 @@ func compileRules(rs *policy.Ruleset, network bool) (*policy.Classifier, error) 
 func (s *Switch) SetNetworkRules(network string, rs *policy.Ruleset) error {
 	c, err := compileRules(rs, true)
 	if err != nil {
-		return fmt.Errorf("network %s: rules: %w", network, err)
+		return invalidf(err, "network %s: rules", network)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,7 +66,7 @@ func (s *Switch) SetNetworkRules(network string, rs *policy.Ruleset) error {
 func (s *Switch) SetPortRules(port string, rs *policy.Ruleset) error {
 	c, err := compileRules(rs, false)
 	if err != nil {
-		return fmt.Errorf("port %s: rules: %w", port, err)
+		return invalidf(err, "port %s: rules", port)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -376,7 +376,7 @@ func (s *Switch) addPortLocked(name string, n *Network, opts PortOptions, attach
 	var rules *policy.Classifier
 	if opts.Rules != nil {
 		if rules, err = policy.Compile(*opts.Rules); err != nil {
-			return fmt.Errorf("port %s: rules: %w", name, err)
+			return invalidf(err, "port %s: rules", name)
 		}
 	}
 	prog, err := attach(attrs.Index)
