@@ -8,7 +8,8 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 FUZZTIME    ?= 10s
 FUZZ_TARGETS := ./dataplane:FuzzValidate ./config:FuzzParse ./dhcpd:FuzzHandleBytes \
 	./dataplane/vxlan:FuzzDecap ./dataplane/vxlan:FuzzEncapDecap ./bpf:FuzzParseUplinkMeta \
-	./dataplane/frag:FuzzParse ./dataplane/frag:FuzzReassembler ./dataplane/frag:FuzzTracker
+	./dataplane/frag:FuzzParse ./dataplane/frag:FuzzReassembler ./dataplane/frag:FuzzTracker \
+	./policy:FuzzMatch ./policy:FuzzPacketFromFrame
 
 .PHONY: all deps generate build test unit fuzz lint demo demo-netns clean
 

@@ -90,5 +90,13 @@ func FuzzValidate(f *testing.F) {
 		decide(frame, 2, sec, fdb, 0, &l)
 		fdb.mu.RUnlock()
 		fdb.apply(&l, 0)
+		// What the rules see of a frame validate let through.
+		if ok {
+			var v frameView
+			v.parse(frame)
+			if v.isFrag && v.infoErr == nil && !v.info.IsFragment {
+				t.Fatal("a fragment by one parser and a whole packet by the other")
+			}
+		}
 	})
 }
