@@ -54,8 +54,8 @@ type filter struct {
 	view  frameView
 }
 
-func newFilter(heldFrames int) filter {
-	t := frag.NewTracker(frag.TrackerConfig{MaxHeldFrames: heldFrames})
+func newFilter(cfg frag.TrackerConfig) filter {
+	t := frag.NewTracker(cfg)
 	return filter{tracker: t, given: make([]frag.Held, 0, t.Config().MaxHeldFrames+1)}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
 	"github.com/xdpswitch/xdpswitch/policy"
 )
@@ -211,7 +212,9 @@ func cut(src, dst net.IP, proto byte, id uint16, dgram []byte, size int) [][]byt
 // gets: the first fragment's verdict holds for all, early fragments wait
 // for it, and bad fragments are dropped and counted.
 func TestFragmentsCrafted(t *testing.T) {
-	sw := testSwitch(t, "lan")
+	umem := afxdp.DefaultUmemConfig()
+	umem.NumFrames = 2048
+	sw := testSwitchConfig(t, Config{Umem: umem, FillFrames: 128, FragmentTimeout: 3 * time.Second}, "lan")
 	vmMAC := net.HardwareAddr{0x52, 0x54, 0, 0x89, 0, 2}
 	tap := plugTap(t, sw, "lan", PortOptions{Rules: ruleset(t, `
 default: deny
@@ -351,6 +354,16 @@ rules:
 		fs := cut(vmIP, host.IP, ipProtoUDP, next(), udpDatagram4(9000, data), 1400)
 		send(fs[2], fs[1], fs[0])
 		expect(ok, data, "allowed after the flood")
+
+		// The rest time out, and their frames come back.
+		testnet.Eventually(t, 10*time.Second, "held fragments timed out", func() bool {
+			st := sw.FragmentStats()
+			return st.HeldFrames == 0 && st.Dropped["timed_out"] > 0
+		})
+		acct, err := sw.CheckFrames()
+		if err != nil || acct[0].Held != 0 {
+			t.Fatalf("frames after the timeout: %+v, %v", acct, err)
+		}
 	})
 
 	r, err := sw.PortRules(tap.Name)

@@ -112,7 +112,8 @@ type loopNet struct {
 	tunnel *tunnel
 }
 
-func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint32, log *slog.Logger) (*loop, error) {
+func newLoop(queue int, swcfg Config, broken chan<- uint32, log *slog.Logger) (*loop, error) {
+	cfg := swcfg.Umem
 	u, err := afxdp.NewUmem(cfg)
 	if err != nil {
 		return nil, err
@@ -127,7 +128,7 @@ func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint
 		umem:       u,
 		pool:       newFramePool(u),
 		log:        log.With("queue", queue),
-		fillFrames: fillFrames,
+		fillFrames: swcfg.FillFrames,
 		reserve:    cfg.NumFrames / 4,
 		nets:       make(map[*Network]*loopNet),
 		ctl:        make(chan func(), 16),
@@ -138,7 +139,7 @@ func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint
 		reasm:      frag.NewReassembler(frag.ReassemblerConfig{}),
 		// Held fragments come out of the frames kept for transmit and
 		// flood copies; a quarter of those is theirs at most.
-		filter: newFilter(cfg.NumFrames / 16),
+		filter: newFilter(frag.TrackerConfig{MaxHeldFrames: cfg.NumFrames / 16, Timeout: swcfg.FragmentTimeout}),
 	}
 	l.fragNext = l.fragBuffer
 	return l, nil

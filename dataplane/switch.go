@@ -54,6 +54,10 @@ type Config struct {
 	FDBMaxEntries int
 	// FDBAging is how long an unseen MAC stays learned.
 	FDBAging time.Duration
+	// FragmentTimeout is how long a fragmented datagram that meets rules
+	// may wait for its first fragment (its early fragments held meanwhile),
+	// and how long its verdict is remembered for the rest.
+	FragmentTimeout time.Duration
 	Logger   *slog.Logger
 }
 
@@ -198,7 +202,7 @@ func New(cfg Config) (*Switch, error) {
 		resolve:   make(chan [16]byte, 64),
 	}
 	for q := range cfg.Queues {
-		l, err := newLoop(q, cfg.Umem, cfg.FillFrames, s.broken, s.log)
+		l, err := newLoop(q, cfg, s.broken, s.log)
 		if err == nil {
 			l.underlaySrc, l.resolve = &s.underlays, s.resolve
 		}
