@@ -123,29 +123,9 @@ func (s *Switch) PortRules(port string) (RulesInfo, error) {
 // FragmentStats adds up the fragment trackers of every loop: fragments
 // judged by their first fragment's verdict, held, and dropped by reason.
 func (s *Switch) FragmentStats() frag.TrackerStats {
-	var sum frag.TrackerStats
-	sum.Dropped = map[string]uint64{}
-	sum.DroppedDatagrams = map[string]uint64{}
+	sum := frag.TrackerStats{Dropped: map[string]uint64{}, DroppedDatagrams: map[string]uint64{}}
 	for _, l := range s.loops {
-		st := l.filter.tracker.Stats()
-		sum.Datagrams += st.Datagrams
-		sum.Pending += st.Pending
-		sum.HeldFrames += st.HeldFrames
-		sum.HeldBytes += st.HeldBytes
-		sum.In += st.In
-		sum.Firsts += st.Firsts
-		sum.Allowed += st.Allowed
-		sum.Denied += st.Denied
-		sum.Held += st.Held
-		sum.Released += st.Released
-		sum.Completed += st.Completed
-		sum.Expired += st.Expired
-		for k, v := range st.Dropped {
-			sum.Dropped[k] += v
-		}
-		for k, v := range st.DroppedDatagrams {
-			sum.DroppedDatagrams[k] += v
-		}
+		sum.Add(l.filter.tracker.Stats())
 	}
 	return sum
 }

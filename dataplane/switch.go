@@ -58,7 +58,7 @@ type Config struct {
 	// may wait for its first fragment (its early fragments held meanwhile),
 	// and how long its verdict is remembered for the rest.
 	FragmentTimeout time.Duration
-	Logger   *slog.Logger
+	Logger          *slog.Logger
 }
 
 func (c *Config) setDefaults() {

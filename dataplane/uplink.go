@@ -214,24 +214,9 @@ func poke(addr netip.Addr, port uint16) {
 
 // ReassemblyStats sums the loops' reassembly of outer tunnel fragments.
 func (s *Switch) ReassemblyStats() frag.ReassemblyStats {
-	var sum frag.ReassemblyStats
-	sum.Dropped, sum.DroppedDatagrams = map[string]uint64{}, map[string]uint64{}
+	sum := frag.ReassemblyStats{Dropped: map[string]uint64{}, DroppedDatagrams: map[string]uint64{}}
 	for _, l := range s.loops {
-		st := l.reasm.Stats()
-		sum.Datagrams += st.Datagrams
-		sum.Fragments += st.Fragments
-		sum.Bytes += st.Bytes
-		sum.In += st.In
-		sum.Reassembled += st.Reassembled
-		sum.Joined += st.Joined
-		sum.Atomic += st.Atomic
-		sum.Duplicates += st.Duplicates
-		for k, v := range st.Dropped {
-			sum.Dropped[k] += v
-		}
-		for k, v := range st.DroppedDatagrams {
-			sum.DroppedDatagrams[k] += v
-		}
+		sum.Add(l.reasm.Stats())
 	}
 	return sum
 }

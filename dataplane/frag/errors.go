@@ -142,3 +142,13 @@ func errOf(r Reason) error {
 	}
 	return ErrMalformed
 }
+
+// addCounts adds the counts of src to *dst, making *dst when it is nil.
+func addCounts(dst *map[string]uint64, src map[string]uint64) {
+	if *dst == nil {
+		*dst = make(map[string]uint64, len(src))
+	}
+	for k, v := range src {
+		(*dst)[k] += v
+	}
+}

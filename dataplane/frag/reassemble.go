@@ -606,6 +606,20 @@ type ReassemblyStats struct {
 	DroppedDatagrams map[string]uint64 `json:"dropped_datagrams"`
 }
 
+// Add adds o's gauges and counts to s, to sum several reassemblers.
+func (s *ReassemblyStats) Add(o ReassemblyStats) {
+	s.Datagrams += o.Datagrams
+	s.Fragments += o.Fragments
+	s.Bytes += o.Bytes
+	s.In += o.In
+	s.Reassembled += o.Reassembled
+	s.Joined += o.Joined
+	s.Atomic += o.Atomic
+	s.Duplicates += o.Duplicates
+	addCounts(&s.Dropped, o.Dropped)
+	addCounts(&s.DroppedDatagrams, o.DroppedDatagrams)
+}
+
 // Stats reads the counters; it may be called from any goroutine.
 func (r *Reassembler) Stats() ReassemblyStats {
 	c := &r.ctr

@@ -713,6 +713,24 @@ type TrackerStats struct {
 	DroppedDatagrams map[string]uint64 `json:"dropped_datagrams"`
 }
 
+// Add adds o's gauges and counts to s, to sum several trackers.
+func (s *TrackerStats) Add(o TrackerStats) {
+	s.Datagrams += o.Datagrams
+	s.Pending += o.Pending
+	s.HeldFrames += o.HeldFrames
+	s.HeldBytes += o.HeldBytes
+	s.In += o.In
+	s.Firsts += o.Firsts
+	s.Allowed += o.Allowed
+	s.Denied += o.Denied
+	s.Held += o.Held
+	s.Released += o.Released
+	s.Completed += o.Completed
+	s.Expired += o.Expired
+	addCounts(&s.Dropped, o.Dropped)
+	addCounts(&s.DroppedDatagrams, o.DroppedDatagrams)
+}
+
 // Stats reads the counters; it may be called from any goroutine.
 func (t *Tracker) Stats() TrackerStats {
 	c := &t.ctr
