@@ -175,8 +175,8 @@ func run(ctx context.Context) (err error) {
 	}
 
 	step("What the switch learned, and its counters")
-	for _, verb := range []string{"networks", "ports", "fdb", "stats"} {
-		if _, err := operator(ctx, vmctlBin, "--socket", sock, verb); err != nil {
+	for _, args := range [][]string{{"networks"}, {"ports"}, {"fdb"}, {"rules", "--network", "demo"}, {"stats"}} {
+		if _, err := operator(ctx, append([]string{vmctlBin, "--socket", sock}, args...)...); err != nil {
 			return err
 		}
 	}
