@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -262,86 +261,20 @@ func TestUdhcpcRestartKeepsAddress(t *testing.T) {
 	}
 }
 
-// bgClient is a udhcpc left running in the foreground, for renewals and
-// release on exit, which a one-shot -q run does not exercise.
-type bgClient struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	lines  chan string
-	exited chan struct{} // closed when the process is reaped
-	mu     sync.Mutex
-	log    strings.Builder
-}
-
-func (w *world) startUdhcpc(h *testnet.Host, extra ...string) *bgClient {
-	t := w.t
-	t.Helper()
+// startUdhcpc runs udhcpc in the foreground, for renewals and release on
+// exit, which a one-shot -q run does not exercise.
+func (w *world) startUdhcpc(h *testnet.Host, extra ...string) *testnet.Proc {
+	w.t.Helper()
 	args := append([]string{"busybox", "udhcpc", "-i", "eth0", "-f", "-t", "5", "-T", "1", "-s", w.script}, extra...)
-	c := &bgClient{t: t, cmd: h.Cmd(args...), lines: make(chan string, 1000), exited: make(chan struct{})}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.cmd.Stdout, c.cmd.Stderr = pw, pw
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			c.mu.Lock()
-			c.log.WriteString(sc.Text() + "\n")
-			c.mu.Unlock()
-			select {
-			case c.lines <- sc.Text():
-			default:
-			}
-		}
-		pr.Close()
-	}()
-	go func() {
-		c.cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			c.cmd.Process.Kill()
-			<-c.exited
-		}
-	})
-	return c
+	return testnet.StartProc(w.t, h.Cmd(args...))
 }
 
-func (c *bgClient) output() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.log.String()
-}
-
-// waitLine returns the rest of the first line starting with prefix.
-func (c *bgClient) waitLine(prefix string) string {
-	c.t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case l := <-c.lines:
-			if rest, ok := strings.CutPrefix(l, prefix); ok {
-				return rest
-			}
-		case <-timeout:
-			c.t.Fatalf("udhcpc printed no %q:\n%s", prefix, c.output())
-		}
-	}
-}
-
-func (c *bgClient) signal(sig os.Signal) {
-	c.t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
-		c.t.Fatal(err)
-	}
+// waitValue returns what follows key in the next line udhcpc's script
+// prints with it.
+func waitValue(t *testing.T, c *testnet.Proc, key string) string {
+	t.Helper()
+	l := c.WaitLine(t, key, 30*time.Second)
+	return l[strings.Index(l, key)+len(key):]
 }
 
 func TestUdhcpcRenewAndRelease(t *testing.T) {
@@ -353,7 +286,7 @@ func TestUdhcpcRenewAndRelease(t *testing.T) {
 	// busybox 1.35 with -q quits before it counts as bound and releases
 	// nothing; in the foreground with -R it releases on SIGTERM.
 	c := w.startUdhcpc(h, "-R")
-	got := c.waitLine("DHCPENV bound ip=")
+	got := waitValue(t, c, "DHCPENV bound ip=")
 	first, ok := leaseOf(s, h.MAC)
 	if !ok || first.IP.String() != got {
 		t.Fatalf("server lease %+v, client has %s", first, got)
@@ -362,28 +295,28 @@ func TestUdhcpcRenewAndRelease(t *testing.T) {
 	// SIGUSR1 renews: a unicast REQUEST from ciaddr, answered by a unicast
 	// ACK that the client reads on its ordinary UDP socket.
 	time.Sleep(10 * time.Millisecond) // let the expiry move measurably
-	c.signal(syscall.SIGUSR1)
-	if renewed := c.waitLine("DHCPENV renew ip="); renewed != got {
+	if err := c.Cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if renewed := waitValue(t, c, "DHCPENV renew ip="); renewed != got {
 		t.Fatalf("renew gave %s, want %s", renewed, got)
 	}
 	if l, _ := leaseOf(s, h.MAC); !l.Expiry.After(first.Expiry) {
 		t.Fatalf("renew did not extend the lease: %v then %v", first.Expiry, l.Expiry)
 	}
 
-	c.signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("udhcpc did not exit on SIGTERM:\n%s", c.output())
+	if err := c.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
 	}
+	c.WaitExit(t, 10*time.Second)
 	testnet.Eventually(t, 10*time.Second, "the released lease to disappear", func() bool {
 		_, ok := leaseOf(s, h.MAC)
 		return !ok
 	})
 	if cs := s.Counters(); cs.Release != 1 || cs.Ack != 2 {
-		t.Fatalf("counters %+v\n%s", cs, c.output())
+		t.Fatalf("counters %+v\n%s", cs, c.Output())
 	}
-	t.Logf("udhcpc:\n%s", c.output())
+	t.Logf("udhcpc:\n%s", c.Output())
 }
 
 func TestGarbageThenLease(t *testing.T) {

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,63 +40,19 @@ func build(t *testing.T, pkg string) string {
 	return bin
 }
 
-type daemon struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  strings.Builder
-	done chan struct{}
-}
-
-func (d *daemon) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.log.String()
-}
-
-func startDaemon(t *testing.T, bin, config string) *daemon {
+// startDaemon runs xdpswitchd until the test ends, then stops it as an
+// operator would (SIGINT), so that it cleans up after itself.
+func startDaemon(t *testing.T, bin, config string) *testnet.Proc {
 	t.Helper()
-	d := &daemon{cmd: exec.Command(bin, "--config", config), done: make(chan struct{})}
-	pipe, err := d.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		defer close(d.done)
-		sc := bufio.NewScanner(pipe)
-		once := sync.Once{}
-		for sc.Scan() {
-			d.mu.Lock()
-			d.log.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-			if strings.Contains(sc.Text(), "xdpswitchd ready") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		d.cmd.Wait()
-	}()
+	d := testnet.StartProc(t, exec.Command(bin, "--config", config))
 	t.Cleanup(func() {
-		d.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-d.done:
-		case <-time.After(20 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-		}
+		d.Cmd.Process.Signal(os.Interrupt)
+		d.WaitExit(t, 20*time.Second)
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.output())
+			t.Logf("daemon log:\n%s", d.Output())
 		}
 	})
-	select {
-	case <-ready:
-	case <-d.done:
-		t.Fatalf("daemon exited:\n%s", d.output())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("daemon not ready:\n%s", d.output())
-	}
+	d.WaitLine(t, "xdpswitchd ready", 30*time.Second)
 	return d
 }
 

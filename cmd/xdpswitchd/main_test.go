@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,14 +42,11 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
-// runningDaemon is an xdpswitchd started by a test.
+// runningDaemon is an xdpswitchd started by a test: its log (stderr) is
+// the Proc's, its stdout (the counters and leases it prints) its own.
 type runningDaemon struct {
-	cmd    *exec.Cmd
+	*testnet.Proc
 	stdout bytes.Buffer
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	ready  chan struct{}
-	exited chan struct{}
 }
 
 func buildDaemon(t *testing.T) string {
@@ -65,66 +60,11 @@ func buildDaemon(t *testing.T) string {
 
 func startDaemon(t *testing.T, bin, config string) *runningDaemon {
 	t.Helper()
-	d := &runningDaemon{cmd: exec.Command(bin, "--config", config), ready: make(chan struct{}), exited: make(chan struct{})}
-	d.cmd.Stdout = &d.stdout
-	pipe, err := d.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		once := sync.Once{}
-		for sc.Scan() {
-			d.mu.Lock()
-			d.stderr.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-			if strings.Contains(sc.Text(), "xdpswitchd ready") {
-				once.Do(func() { close(d.ready) })
-			}
-		}
-		d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			d.cmd.Process.Kill()
-			<-d.exited
-		}
-	})
+	d := &runningDaemon{}
+	cmd := exec.Command(bin, "--config", config)
+	cmd.Stdout = &d.stdout
+	d.Proc = testnet.StartProc(t, cmd)
 	return d
-}
-
-func (d *runningDaemon) log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
-}
-
-func (d *runningDaemon) waitReady(t *testing.T) {
-	t.Helper()
-	select {
-	case <-d.ready:
-	case <-d.exited:
-		t.Fatalf("daemon exited before it was ready:\n%s", d.log())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("daemon not ready after 20s:\n%s", d.log())
-	}
-}
-
-func (d *runningDaemon) waitExit(t *testing.T) int {
-	t.Helper()
-	select {
-	case <-d.exited:
-		return d.cmd.ProcessState.ExitCode()
-	case <-time.After(20 * time.Second):
-		t.Fatalf("daemon still running after 20s:\n%s", d.log())
-		return -1
-	}
 }
 
 func writeConfig(t *testing.T, runDir string, ports ...string) string {
@@ -151,13 +91,13 @@ func TestDaemon(t *testing.T) {
 	}
 	runDir := t.TempDir()
 	d := startDaemon(t, bin, writeConfig(t, runDir, ports...))
-	d.waitReady(t)
+	d.WaitLine(t, "xdpswitchd ready", 20*time.Second)
 
 	for _, a := range hosts {
 		for _, b := range hosts {
 			if a != b {
 				if err := a.Ping(b.IP.String(), 2); err != nil {
-					t.Fatalf("%v\ndaemon log:\n%s", err, d.log())
+					t.Fatalf("%v\ndaemon log:\n%s", err, d.Output())
 				}
 			}
 		}
@@ -166,21 +106,21 @@ func TestDaemon(t *testing.T) {
 	// A second daemon is refused: by the lock with the same run dir, by the
 	// devices' programs with another.
 	second := startDaemon(t, bin, writeConfig(t, runDir, ports...))
-	if code := second.waitExit(t); code != 1 || !strings.Contains(second.log(), fmt.Sprintf("another xdpswitchd (pid %d)", d.cmd.Process.Pid)) {
-		t.Errorf("second daemon, same run dir: exit %d, log:\n%s", code, second.log())
+	if code := second.WaitExit(t, 20*time.Second); code != 1 || !strings.Contains(second.Output(), fmt.Sprintf("another xdpswitchd (pid %d)", d.Cmd.Process.Pid)) {
+		t.Errorf("second daemon, same run dir: exit %d, log:\n%s", code, second.Output())
 	}
 	third := startDaemon(t, bin, writeConfig(t, t.TempDir(), ports[0]))
-	if code := third.waitExit(t); code != 1 || !strings.Contains(third.log(), "already runs an XDP program") {
-		t.Errorf("second daemon, same device: exit %d, log:\n%s", code, third.log())
+	if code := third.WaitExit(t, 20*time.Second); code != 1 || !strings.Contains(third.Output(), "already runs an XDP program") {
+		t.Errorf("second daemon, same device: exit %d, log:\n%s", code, third.Output())
 	}
 	// The refused daemons left the first one's programs alone.
 	if err := hosts[0].Ping(hosts[1].IP.String(), 1); err != nil {
 		t.Fatalf("after the refused daemons: %v", err)
 	}
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	if code := d.waitExit(t); code != 0 {
-		t.Fatalf("exit %d after SIGTERM, log:\n%s", code, d.log())
+	d.Cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.WaitExit(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, log:\n%s", code, d.Output())
 	}
 	for _, p := range ports {
 		l, err := netlink.LinkByName(p)
@@ -209,8 +149,8 @@ func TestDaemonRefusesMissingDevice(t *testing.T) {
 	bin := buildDaemon(t)
 	h := testnet.NewHost(t, "")
 	d := startDaemon(t, bin, writeConfig(t, t.TempDir(), h.Port, "xsnosuchdev"))
-	if code := d.waitExit(t); code != 1 || !strings.Contains(d.log(), "xsnosuchdev") {
-		t.Errorf("exit %d, log:\n%s", code, d.log())
+	if code := d.WaitExit(t, 20*time.Second); code != 1 || !strings.Contains(d.Output(), "xsnosuchdev") {
+		t.Errorf("exit %d, log:\n%s", code, d.Output())
 	}
 	// The port that was plugged before the failure is unplugged again.
 	l, err := netlink.LinkByName(h.Port)
