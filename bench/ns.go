@@ -9,14 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/xdpswitch/xdpswitch/internal/inns"
 )
 
 // nsPrefix starts the name of every namespace the benchmark makes, followed
@@ -166,26 +165,7 @@ func run(ctx context.Context, args ...string) (string, error) {
 // bound to a device there, netlink calls and devmap updates (a devmap
 // resolves ifindexes in the caller's namespace). The thread is discarded
 // afterwards, so no other goroutine ever runs in the wrong namespace.
-func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Deliberately no UnlockOSThread: the goroutine exits with the
-		// thread locked, and the runtime throws the thread away.
-		target, err := netns.GetFromName(ns.Name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func (ns *NS) Do(fn func() error) error { return inns.Do(ns.Name, fn) }
 
 // Veth makes a veth pair with one queue each way: a in namespace na, b in
 // nb, both up, with transmit checksum offload off (AF_XDP frames carry no

@@ -11,13 +11,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/xdpswitch/xdpswitch/internal/inns"
 )
 
 // RequireRoot fails the test when it does not run as root: these tests build
@@ -79,26 +80,7 @@ func (ns *NS) Run(t testing.TB, args ...string) string {
 
 // Do runs fn on an OS thread switched into the namespace, for code that must
 // create sockets or devices there.
-func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is left locked and so is discarded when the goroutine
-		// exits: it must never run other goroutines in the wrong namespace.
-		runtime.LockOSThread()
-		target, err := netns.GetFromName(ns.Name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func (ns *NS) Do(fn func() error) error { return inns.Do(ns.Name, fn) }
 
 // Run runs a command in the test's own namespace and fails the test on error.
 func Run(t testing.TB, args ...string) string {
