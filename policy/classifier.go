@@ -13,26 +13,38 @@ import (
 // change. Only its counters change after Compile.
 type Classifier struct {
 	// rec holds the records of the rules that can match, in rule order
-	// (see record layout below). Rules are referred to by the offset of
-	// their record, so comparing offsets compares rule order.
+	// (see record layout below); recAt is where each rule's starts.
+	// Everything else refers to rules by number, so comparing numbers
+	// compares rule order.
 	rec   []uint32
-	rules int
-	deflt Action
+	recAt []uint32
+	// actions has a bit for each rule that denies, complete one for each
+	// rule that its index and its filter (see below) check entirely: the
+	// result of a lookup needs no record, and most candidates neither.
+	actions, complete []uint64
+	rules             int
+	deflt             Action
 
 	// first is, per packet direction and protocol, the first rule that
 	// names nothing but a direction and a protocol: it matches every
 	// packet of its direction and protocol. noRule when there is none.
 	first [3][256]uint32
 
-	// The address indexes, by family.
+	// The address indexes, by family. The trie32s (IPv4 and ports) share
+	// nodes32 and kv32, the trie128s nodes128, keys128 and vals128.
 	src4, dst4 trie32
 	src6, dst6 trie128
+	nodes128   []uint32
+	keys128    []uint64
+	vals128    []uint32
 	// portIndex maps a protocol to its port indexes in ports; ports[0]
 	// is empty, for protocols no rule is indexed by port for.
 	portIndex [256]uint8
 	ports     []portTries
+	nodes32   []uint32
+	kv32      []uint64
 	// cand holds the candidate lists of every index: a length, then that
-	// many records, ascending.
+	// many candidates (see below), ascending.
 	cand []uint32
 	// residual records are checked one by one: only rules whose ranges
 	// would cost the indexes too much memory land here (see compile.go).
@@ -48,20 +60,78 @@ type portTries struct{ src, dst trie32 }
 
 const noRule = math.MaxUint32
 
+// A trie's value is 0 (no candidate), a candidate with oneBit set (the
+// only one), or the offset of a list in cand. A candidate is a rule's
+// number and, above it, a filter: the rule's directions, families and
+// protocol class, which rejects most candidates without loading their
+// records.
+//
+//	filter<<recBits | rule
+//
+// The filter is the record's dirs and fams (its flags' five low bits),
+// and the rule's protocol class<<5: 0 for any protocol, protoOther for
+// one without a class of its own (the record decides), else the class.
+const (
+	recBits    = 20
+	recMask    = 1<<recBits - 1
+	protoOther = 15
+)
+
+// protoClass numbers the protocols rules usually name, for the filter.
+var protoClass = func() (pc [256]uint8) {
+	for i := range pc {
+		pc[i] = protoOther
+	}
+	for i, p := range []uint8{ProtoTCP, ProtoUDP, ProtoICMP, ProtoICMPv6, protoSCTP, protoDCCP, protoUDPLite, 47, 50, 51, 4, 41, 89, 112} {
+		pc[p] = uint8(i + 1)
+	}
+	return pc
+}()
+
+// filter is a rule's filter, from its flags.
+func filter(flags uint32) uint32 {
+	pc := uint32(0)
+	if flags&flagAnyProto == 0 {
+		pc = uint32(protoClass[flags>>16&0xff])
+	}
+	return flags&(dirsAll|famBoth<<3) | pc<<5
+}
+
+// sieve is what a packet's candidates must pass: need are the bits the
+// filter must have (the packet's direction and family), acc the protocol
+// classes it accepts.
+type sieve struct{ need, acc uint32 }
+
+func (s sieve) pass(cand uint32) bool {
+	f := cand >> recBits
+	return f&s.need == s.need && s.acc>>(f>>5&15)&1 != 0
+}
+
+// keep is the candidate's rule if ok (0 or 1) and it passes the sieve,
+// else noRule; without a branch.
+func (s sieve) keep(cand, ok uint32) uint32 {
+	f := cand >> recBits
+	miss := f&s.need ^ s.need // the bits missing, a few
+	ok &= s.acc >> (f >> 5 & 15) & ((miss - 1) >> 31)
+	return noRule ^ (noRule^cand&recMask)&-ok
+}
+
 // A rule's record:
 //
 //	0: flags: dirs (3 bits), fams<<3 (2 bits), action<<5, anyProto<<6,
-//	   srcAny<<7, dstAny<<8, proto<<16
-//	1: the rule's number
-//	2: IPv4 source prefixes | IPv4 destination prefixes<<16
-//	3: IPv6 source prefixes | IPv6 destination prefixes<<16
-//	4: source port ranges | destination port ranges<<16
+//	   srcAny<<7, dstAny<<8, skipSport<<9, skipDport<<10, proto<<16
+//	1: IPv4 source prefixes | IPv4 destination prefixes<<16
+//	2: IPv6 source prefixes | IPv6 destination prefixes<<16
+//	3: source port ranges | destination port ranges<<16
 //	then the port ranges (from<<16|to), the IPv4 prefixes (address, mask),
 //	the IPv6 prefixes (four words of address, most significant first, and
 //	the prefix length).
+//
+// The trie a rule is indexed in has checked the field it is indexed by,
+// so its record says to skip it: srcAny or dstAny for an address,
+// skipSport or skipDport for a port range.
 const (
 	recFlags = iota
-	recRule
 	recN4
 	recN6
 	recNPorts
@@ -71,6 +141,8 @@ const (
 	flagAnyProto = 1 << 6
 	flagSrcAny   = 1 << 7
 	flagDstAny   = 1 << 8
+	flagSkipSp   = 1 << 9
+	flagSkipDp   = 1 << 10
 
 	words4 = 2
 	words6 = 5
@@ -146,19 +218,15 @@ func (c *Classifier) Match(p *Packet) (Action, int) {
 	pt := &c.ports[pi]
 	var vd, vs, vdp, vsp uint32
 	if p.IPv6 {
-		vd, vs = find128x2(&c.dst6, &c.src6,
+		vd, vs, vdp, vsp = c.find6(pt,
 			binary.BigEndian.Uint64(p.Dst[:8]), binary.BigEndian.Uint64(p.Dst[8:]),
-			binary.BigEndian.Uint64(p.Src[:8]), binary.BigEndian.Uint64(p.Src[8:]))
-		vdp, vsp = find32x2(&pt.dst, &pt.src, uint32(p.DstPort), uint32(p.SrcPort))
+			binary.BigEndian.Uint64(p.Src[:8]), binary.BigEndian.Uint64(p.Src[8:]), uint32(p.DstPort), uint32(p.SrcPort))
 	} else {
-		vd, vs, vdp, vsp = find32x4(&c.dst4, &c.src4, &pt.dst, &pt.src,
+		vd, vs, vdp, vsp = find32x4(c.nodes32, c.kv32, &c.dst4, &c.src4, &pt.dst, &pt.src,
 			binary.BigEndian.Uint32(p.Dst[:4]), binary.BigEndian.Uint32(p.Src[:4]), uint32(p.DstPort), uint32(p.SrcPort))
 	}
 	if vd|vs|vdp|vsp != 0 {
-		best = c.candidates(vd, best, p, dir)
-		best = c.candidates(vs, best, p, dir)
-		best = c.candidates(vdp, best, p, dir)
-		best = c.candidates(vsp, best, p, dir)
+		best = c.candidates(vd, vs, vdp, vsp, best, p, dir)
 	}
 	for _, r := range c.residual {
 		if r >= best {
@@ -169,39 +237,127 @@ func (c *Classifier) Match(p *Packet) (Action, int) {
 			break
 		}
 	}
+	// Read an action even for the default (rule 0's), so that the result
+	// is a selection, not a branch.
+	at := best
 	if best == noRule {
-		return c.deflt, -1
+		at = 0
 	}
-	return Action(c.rec[best+recFlags]>>5) & 1, int(c.rec[best+recRule])
+	a, r := Action(c.actions[at>>6]>>(at&63))&1, int(best)
+	if best == noRule {
+		a, r = c.deflt, -1
+	}
+	return a, r
 }
 
-// candidates checks a trie value's candidates in order, up to the best
-// match so far.
-func (c *Classifier) candidates(v, best uint32, p *Packet, dir Direction) uint32 {
-	switch {
-	case v == 0:
-		return best
-	case v&oneBit != 0:
-		if r := v &^ oneBit; r < best && c.matches(r, p, dir) {
-			return r
-		}
-		return best
+// find6 is find32x4 for an IPv6 packet: its addresses in the trie128s,
+// its ports in the trie32s pt.
+func (c *Classifier) find6(pt *portTries, dhi, dlo, shi, slo uint64, dp, sp uint32) (uint32, uint32, uint32, uint32) {
+	a, b := &c.dst6, &c.src6
+	n := c.nodes128
+	ea, eb := a.root(n, dhi, dlo), b.root(n, shi, slo)
+	n32 := c.nodes32
+	ec := n32[pt.dst.rootOff+uint32(uint64(dp)<<(pt.dst.rootUp&63)>>32)]
+	ed := n32[pt.src.rootOff+uint32(uint64(sp)<<(pt.src.rootUp&63)>>32)]
+	for range max(a.depth, b.depth) {
+		ea, eb = step128(n, ea, dhi, dlo), step128(n, eb, shi, slo)
 	}
-	n := c.cand[v]
-	for _, r := range c.cand[v+1 : v+1+n] {
+	for range max(pt.dst.depth, pt.src.depth) {
+		ec, ed = step32(n32, ec, dp), step32(n32, ed, sp)
+	}
+	if (ea&(ea<<1)|eb&(eb<<1))&nodeBit != 0 { // rare: deeper than usual
+		ea, eb = deeper128(n, ea, dhi, dlo), deeper128(n, eb, shi, slo)
+	}
+	if a.leaves {
+		ea = a.leaf(c.keys128, c.vals128, ea, dhi, dlo)
+	}
+	if b.leaves {
+		eb = b.leaf(c.keys128, c.vals128, eb, shi, slo)
+	}
+	if (ec&(ec<<1)|ed&(ed<<1))&nodeBit != 0 {
+		ec, ed = deeper32(n32, ec, dp), deeper32(n32, ed, sp)
+	}
+	if pt.dst.leaves {
+		ec = leaf32(c.kv32, ec, dp)
+	}
+	if pt.src.leaves {
+		ed = leaf32(c.kv32, ed, sp)
+	}
+	return ea, eb, ec, ed
+}
+
+// candidates checks the candidates of four trie values in rule order,
+// up to the best match so far: the first of each value that passes the
+// sieve, the smallest of those first, and when one fails the check of
+// its record, the next of its value in its place.
+func (c *Classifier) candidates(vd, vs, vdp, vsp, best uint32, p *Packet, dir Direction) uint32 {
+	fam := uint32(fam4 << 3)
+	if p.IPv6 {
+		fam = fam6 << 3
+	}
+	sv := sieve{need: 1<<dir | fam, acc: 1 | 1<<protoClass[p.Proto] | 1<<protoOther}
+	r0, r1, r2, r3 := sv.keep(vd, vd>>30&1), sv.keep(vs, vs>>30&1), sv.keep(vdp, vdp>>30&1), sv.keep(vsp, vsp>>30&1)
+	if isList(vd) {
+		r0 = c.scan(vd, 0, sv)
+	}
+	if isList(vs) {
+		r1 = c.scan(vs, 0, sv)
+	}
+	if isList(vdp) {
+		r2 = c.scan(vdp, 0, sv)
+	}
+	if isList(vsp) {
+		r3 = c.scan(vsp, 0, sv)
+	}
+	for {
+		r := min(r0, r1, r2, r3)
 		if r >= best {
-			break
+			return best
 		}
-		if c.matches(r, p, dir) {
+		if c.complete[r>>6]>>(r&63)&1 != 0 || c.matches(r, p, dir) {
+			return r
+		}
+		// The next candidate of the value r came from.
+		switch r {
+		case r0:
+			r0 = c.after(vd, r, sv)
+		case r1:
+			r1 = c.after(vs, r, sv)
+		case r2:
+			r2 = c.after(vdp, r, sv)
+		default:
+			r3 = c.after(vsp, r, sv)
+		}
+	}
+}
+
+// isList tells whether a trie value is a list: 1 <= v < oneBit.
+func isList(v uint32) bool { return v-1 < oneBit-1 }
+
+// after is the candidate of a trie value after rule r that passes the
+// sieve, or noRule.
+func (c *Classifier) after(v, r uint32, sv sieve) uint32 {
+	if isList(v) {
+		return c.scan(v, r+1, sv)
+	}
+	return noRule
+}
+
+// scan is the first candidate of the list at v from rule from on that
+// passes the sieve, or noRule.
+func (c *Classifier) scan(v, from uint32, sv sieve) uint32 {
+	n := c.cand[v]
+	for _, e := range c.cand[v+1 : v+1+n] {
+		if r := e & recMask; r >= from && sv.pass(e) {
 			return r
 		}
 	}
-	return best
+	return noRule
 }
 
-// matches checks every field of the rule whose record is at r.
+// matches checks the fields of rule r but the one it is indexed by.
 func (c *Classifier) matches(r uint32, p *Packet, dir Direction) bool {
-	rec := c.rec[r:]
+	rec := c.rec[c.recAt[r]:]
 	f := rec[recFlags]
 	fam := uint32(fam4 << 3)
 	if p.IPv6 {
@@ -214,7 +370,8 @@ func (c *Classifier) matches(r uint32, p *Packet, dir Direction) bool {
 	items := rec[recHead:]
 	if np != 0 {
 		nsp, ndp := np&0xffff, np>>16
-		if p.NoPorts || nsp != 0 && !inRanges(items[:nsp], p.SrcPort) || ndp != 0 && !inRanges(items[nsp:nsp+ndp], p.DstPort) {
+		if p.NoPorts || nsp != 0 && f&flagSkipSp == 0 && !inRanges(items[:nsp], p.SrcPort) ||
+			ndp != 0 && f&flagSkipDp == 0 && !inRanges(items[nsp:nsp+ndp], p.DstPort) {
 			return false
 		}
 		items = items[nsp+ndp:]

@@ -76,9 +76,7 @@ func Compile(rs Ruleset) (*Classifier, error) {
 	}
 	n := len(rs.Rules)
 	c := &Classifier{deflt: rs.Default, rules: n, cand: []uint32{0}}
-	c.src4, c.dst4 = emptyTrie32(), emptyTrie32()
-	c.src6, c.dst6 = emptyTrie128(), emptyTrie128()
-	c.ports = []portTries{emptyPorts()} // ports[0]: for protocols without
+	c.ports = []portTries{{}} // ports[0]: for protocols without
 	for d := range c.first {
 		for p := range c.first[d] {
 			c.first[d][p] = noRule
@@ -86,23 +84,24 @@ func Compile(rs Ruleset) (*Classifier, error) {
 	}
 	c.info.Rules = n
 	norms := make([]norm, n)
-	recOff := make([]uint32, n)
+	c.recAt = make([]uint32, n)
+	c.actions = make([]uint64, n/64+1) // one at least: Match reads it for the default
+	c.complete = make([]uint64, (n+63)/64)
 	live := make([]bool, n) // needs an index
 	specs := map[string]bool{}
 	for i := range rs.Rules {
 		nr := &norms[i]
 		spec := normalize(&rs.Rules[i], int32(i), nr)
-		off := uint32(len(c.rec))
-		recOff[i] = noRule
-		if specs[spec] || c.shadowed(nr.flags, off) {
+		if specs[spec] || c.shadowed(nr.flags, uint32(i)) {
 			c.info.Dead++
 			continue
 		}
 		specs[spec] = true
-		recOff[i] = off
-		c.emit(i, nr)
+		c.recAt[i] = uint32(len(c.rec))
+		c.actions[i/64] |= uint64(rs.Rules[i].Action&1) << (i % 64)
+		c.emit(nr)
 		if nr.catchAll() {
-			c.claimFirst(nr.flags, off)
+			c.claimFirst(nr.flags, uint32(i))
 			c.info.ByProto++
 			continue
 		}
@@ -181,23 +180,28 @@ func Compile(rs Ruleset) (*Classifier, error) {
 			(d == dimSport || len(nr.sport) == 0) && (d == dimDport || len(nr.dport) == 0) &&
 			(nr.flags&flagAnyProto != 0 || d == dimDport || d == dimSport)
 	}
-	lb := listBuilder{c: c, recOff: recOff, terminal: terminal, ids: map[string]uint32{}}
+	flags := make([]uint32, n)
+	for i := range norms {
+		flags[i] = norms[i].flags
+	}
+	lb := listBuilder{c: c, flags: flags, terminal: terminal, ids: map[string]uint32{}}
+	b32, b128 := newBuilder32(), newBuilder128()
 	for _, g := range groups {
 		g.ivs = slices.DeleteFunc(g.ivs, func(v riv) bool { return residual[v.r] })
 		keys, vals := lb.sweep(g.ivs, spaceBits[g.sp])
 		switch g.sp {
 		case spSrc4:
-			c.src4 = buildTrie32(keys, vals, 32)
+			c.src4 = b32.add(keys, vals, 32)
 		case spDst4:
-			c.dst4 = buildTrie32(keys, vals, 32)
+			c.dst4 = b32.add(keys, vals, 32)
 		case spSrc6:
-			c.src6 = buildTrie128(keys, vals)
+			c.src6 = b128.add(keys, vals)
 		case spDst6:
-			c.dst6 = buildTrie128(keys, vals)
+			c.dst6 = b128.add(keys, vals)
 		default:
 			pi := c.portIndex[g.proto]
 			if pi == 0 {
-				c.ports = append(c.ports, emptyPorts())
+				c.ports = append(c.ports, portTries{})
 				pi = uint8(len(c.ports) - 1)
 				c.portIndex[g.proto] = pi
 			}
@@ -205,13 +209,27 @@ func Compile(rs Ruleset) (*Classifier, error) {
 			if g.sp == spSport {
 				x = &c.ports[pi].src
 			}
-			*x = buildTrie32(keys, vals, 16)
+			*x = b32.add(keys, vals, 16)
 		}
 	}
+	c.nodes32, c.kv32 = b32.nodes, b32.kv
+	for _, t := range c.tries32() {
+		b32.finish(t)
+	}
+	c.nodes128, c.keys128, c.vals128 = b128.nodes, b128.keys, b128.vals
+	b128.finish(&c.src6)
+	b128.finish(&c.dst6)
 	for i := range n {
+		if dim[i] != dimNone && !residual[i] {
+			// The index checks the field; the record need not.
+			c.rec[c.recAt[i]+recFlags] |= [numDims]uint32{dimDst: flagDstAny, dimSrc: flagSrcAny, dimDport: flagSkipDp, dimSport: flagSkipSp}[dim[i]]
+			if c.checked(c.recAt[i]) {
+				c.complete[i/64] |= 1 << (i % 64)
+			}
+		}
 		switch {
 		case residual[i]:
-			c.residual = append(c.residual, recOff[i])
+			c.residual = append(c.residual, uint32(i))
 			c.info.Residual++
 		case dim[i] == dimSrc || dim[i] == dimDst:
 			c.info.ByAddress++
@@ -220,16 +238,8 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		}
 	}
 	c.measure()
-	tooBig := len(c.rec) >= oneBit || len(c.cand) >= oneBit
-	for _, t := range []*trie32{&c.src4, &c.dst4} {
-		tooBig = tooBig || len(t.w) > e32Off
-	}
-	for _, p := range c.ports {
-		tooBig = tooBig || len(p.src.w) > e32Off || len(p.dst.w) > e32Off
-	}
-	for _, t := range []*trie128{&c.src6, &c.dst6} {
-		tooBig = tooBig || len(t.w) > e128Off
-	}
+	tooBig := len(c.cand) >= oneBit || len(c.nodes32) > e32Off || len(c.kv32) > leaf32Off ||
+		len(c.nodes128) > e128Off || len(c.vals128) > leaf128Off
 	if tooBig {
 		return nil, fmt.Errorf("the ruleset is too large to compile (%d rules, %d MiB)", n, c.info.Bytes>>20)
 	}
@@ -238,8 +248,13 @@ func Compile(rs Ruleset) (*Classifier, error) {
 
 const dirsAll = 1<<Both | 1<<In | 1<<Out
 
-func emptyPorts() portTries {
-	return portTries{emptyTrie32(), emptyTrie32()}
+// tries32 lists the classifier's trie32s.
+func (c *Classifier) tries32() []*trie32 {
+	ts := []*trie32{&c.src4, &c.dst4}
+	for i := range c.ports {
+		ts = append(ts, &c.ports[i].src, &c.ports[i].dst)
+	}
+	return ts
 }
 
 func spaceDim(sp int) int {
@@ -256,25 +271,22 @@ func spaceDim(sp int) int {
 
 func (c *Classifier) measure() {
 	in := &c.info
-	in.Bytes = 4 * (len(c.rec) + len(c.cand) + len(c.residual) + len(c.first)*len(c.first[0]))
-	for _, t := range []*trie32{&c.src4, &c.dst4} {
-		in.Bytes += 4 * len(t.w)
-		in.MaxDepth = max(in.MaxDepth, t.depth)
+	in.Bytes = 4*(len(c.rec)+len(c.recAt)+len(c.cand)+len(c.residual)+len(c.first)*len(c.first[0])+len(c.nodes32)+len(c.nodes128)+len(c.vals128)) +
+		8*(len(c.kv32)+len(c.keys128)+len(c.actions)+len(c.complete))
+	for _, t := range c.tries32() {
+		if t.rootUp != 0 { // a root node, and the nodes below it
+			in.MaxDepth = max(in.MaxDepth, 1+t.depth)
+		}
 	}
 	for _, t := range []*trie128{&c.src6, &c.dst6} {
-		in.Bytes += 8 * len(t.w)
-		in.MaxDepth = max(in.MaxDepth, t.depth)
-	}
-	for _, p := range c.ports {
-		for _, t := range []trie32{p.src, p.dst} {
-			in.Bytes += 4 * len(t.w)
-			in.MaxDepth = max(in.MaxDepth, t.depth)
+		if t.rootMask != 0 {
+			in.MaxDepth = max(in.MaxDepth, 1+t.depth)
 		}
 	}
 	for i := 1; i < len(c.cand); i += 1 + int(c.cand[i]) {
 		in.MaxList = max(in.MaxList, int(c.cand[i]))
 	}
-	if c.src4.root|c.dst4.root|c.src6.root|c.dst6.root != 0 || len(c.ports) > 1 {
+	if in.ByAddress+in.ByPort > 0 {
 		in.MaxList = max(in.MaxList, 1)
 	}
 }
@@ -352,9 +364,9 @@ func prefixRange(p netip.Prefix) (first, last u128) {
 	return first, first.or(lowMask(uint(128 - p.Bits())))
 }
 
-// emit appends rule i's record.
-func (c *Classifier) emit(i int, n *norm) {
-	c.rec = append(c.rec, n.flags, uint32(i),
+// emit appends a rule's record.
+func (c *Classifier) emit(n *norm) {
+	c.rec = append(c.rec, n.flags,
 		uint32(len(n.src4))|uint32(len(n.dst4))<<16,
 		uint32(len(n.src6))|uint32(len(n.dst6))<<16,
 		uint32(len(n.sport))|uint32(len(n.dport))<<16)
@@ -413,22 +425,35 @@ func normRanges(rs []PortRange) []PortRange {
 	return out
 }
 
+// checked tells whether the filter of the rule whose record is at off,
+// and the index it is in, check all of its fields.
+func (c *Classifier) checked(off uint32) bool {
+	rec := c.rec[off:]
+	f := rec[recFlags]
+	if f&flagAnyProto == 0 && protoClass[f>>16&0xff] == protoOther {
+		return false // the filter does not tell this protocol
+	}
+	n4, n6, np := rec[recN4], rec[recN6], rec[recNPorts]
+	return (f&flagSrcAny != 0 || n4&0xffff == 0 && n6&0xffff == 0) && (f&flagDstAny != 0 || n4>>16 == 0 && n6>>16 == 0) &&
+		(f&flagSkipSp != 0 || np&0xffff == 0) && (f&flagSkipDp != 0 || np>>16 == 0)
+}
+
 // shadowed tells whether earlier rules that name only a direction and a
 // protocol match every packet a rule with these flags could: then it can
-// never be the first match. off is where its record would go.
-func (c *Classifier) shadowed(flags, off uint32) bool {
+// never be the first match. r is the rule's number.
+func (c *Classifier) shadowed(flags, r uint32) bool {
 	for d := range 3 {
 		if flags&(1<<d) == 0 {
 			continue
 		}
 		if flags&flagAnyProto == 0 {
-			if c.first[d][flags>>16] > off {
+			if c.first[d][flags>>16] > r {
 				return false
 			}
 			continue
 		}
 		for p := range 256 {
-			if c.first[d][p] > off {
+			if c.first[d][p] > r {
 				return false
 			}
 		}
@@ -436,15 +461,15 @@ func (c *Classifier) shadowed(flags, off uint32) bool {
 	return true
 }
 
-// claimFirst records a rule that names only a direction and a protocol.
-func (c *Classifier) claimFirst(flags, off uint32) {
+// claimFirst records rule r, which names only a direction and a protocol.
+func (c *Classifier) claimFirst(flags, r uint32) {
 	for d := range 3 {
 		if flags&(1<<d) == 0 {
 			continue
 		}
 		for p := range 256 {
-			if (flags&flagAnyProto != 0 || uint32(p) == flags>>16) && c.first[d][p] > off {
-				c.first[d][p] = off
+			if (flags&flagAnyProto != 0 || uint32(p) == flags>>16) && c.first[d][p] > r {
+				c.first[d][p] = r
 			}
 		}
 	}
@@ -554,7 +579,7 @@ func overBudget(ivs []riv, keyBits uint, budget int) []int32 {
 // any index, are stored once.
 type listBuilder struct {
 	c        *Classifier
-	recOff   []uint32
+	flags    []uint32 // the rules' flags, for their filters
 	terminal []bool
 	ids      map[string]uint32
 	buf      []byte
@@ -616,6 +641,11 @@ func (lb *listBuilder) sweep(ivs []riv, keyBits uint) (keys []u128, vals []uint3
 	return keys, vals
 }
 
+// cand is rule r as a candidate.
+func (lb *listBuilder) cand(r int32) uint32 {
+	return filter(lb.flags[r])<<recBits | uint32(r)
+}
+
 // value is the trie value of a set of rules.
 func (lb *listBuilder) value(active []int32) uint32 {
 	list := active
@@ -629,7 +659,7 @@ func (lb *listBuilder) value(active []int32) uint32 {
 	case 0:
 		return 0
 	case 1:
-		return oneBit | lb.recOff[list[0]]
+		return oneBit | lb.cand(list[0])
 	}
 	lb.buf = lb.buf[:0]
 	for _, r := range list {
@@ -642,7 +672,7 @@ func (lb *listBuilder) value(active []int32) uint32 {
 	v := uint32(len(c.cand))
 	c.cand = append(c.cand, uint32(len(list)))
 	for _, r := range list {
-		c.cand = append(c.cand, lb.recOff[r])
+		c.cand = append(c.cand, lb.cand(r))
 	}
 	lb.ids[string(lb.buf)] = v
 	return v

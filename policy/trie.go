@@ -52,6 +52,7 @@ func lowMask(n uint) u128 {
 }
 
 func (a u128) andNot(m u128) u128 { return u128{a.hi &^ m.hi, a.lo &^ m.lo} }
+func (a u128) and(m u128) u128    { return u128{a.hi & m.hi, a.lo & m.lo} }
 func (a u128) or(m u128) u128     { return u128{a.hi | m.hi, a.lo | m.lo} }
 
 // bitLen is the number of bits needed to write a.
@@ -77,17 +78,29 @@ func (a u128) shl(n uint) u128 {
 // Common to trie32 and trie128.
 const (
 	nodeBit   = 1 << 31
-	oneBit    = 1 << 30 // a value that is the record of the only candidate
+	childBit  = 1 << 30 // in an entry with nodeBit: a node, not a leaf
+	oneBit    = 1 << 30 // in a value: the only candidate, not a list
 	maxStride = 15
-	bucketLen = 4 // the lookups compare exactly four
+	maxLevels = 4
 )
 
-// Tuning: a node gets 2^strideExtra slots per boundary or more, and a trie
-// may spend memoryPerKey words per boundary to save a level and leave one
-// boundary in deepShare below its usual depth. Found by measuring; the
-// benchmarks hardly move within a factor of two of them.
+// Tuning, found by measuring (BenchmarkMatch hardly moves within a factor
+// of two of most of them). A trie32 leaf compares leafKeys boundaries.
+// A node above the last level gets a slot for keysPerSlot boundaries; the
+// last level widens (at most 2^widen slots a boundary) until but one
+// boundary in crowdShare fits a leaf. A trie may spend slotsPerKey slots
+// a boundary to save a level, and leave one boundary in deepShare below
+// its usual depth; it tries rootTries root strides above the smallest.
+// A port trie takes no leaves if it needs at most exactPerKey slots a
+// boundary, with a root of at most 2^exactRoot.
 const (
-	memoryPerKey = 48
-	deepShare    = 20
-	strideExtra  = 1
+	leafKeys    = 5
+	keysPerSlot = 2
+	widen       = 6
+	crowdShare  = 32
+	slotsPerKey = 8
+	deepShare   = 20
+	rootTries   = 5
+	exactPerKey = 64
+	exactRoot   = 12
 )

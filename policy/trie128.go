@@ -2,258 +2,286 @@ package policy
 
 import "math/bits"
 
-// A trie128 is the trie for IPv6 keys. IPv6 prefixes cluster deep inside
-// long common prefixes (2001:db8::/32 and the like), so its nodes are path
-// compressed: a child covers only the span from its first to its last
-// boundary, within its parent's slot, and keys before or after that span
-// take the node's below or above value.
+// A trie128 maps IPv6 keys to the value of the interval they fall in.
+// IPv6 prefixes cluster deep inside long common prefixes (2001:db8::/32
+// and the like), so its nodes are path compressed: a node covers only the
+// span of its boundaries, which may be a small part of its parent's slot.
 //
-// A step picks the next entry from the key's bits alone, like a trie32
-// step, so steps follow each other at the pace of loads; the lookup only
-// remembers the last node it went through. Spans nest, so a key inside
-// that node's span was inside every span on the way, and the walk was
-// right; one check at the end settles it. A key outside (it left the
-// clusters somewhere on the way) takes a second walk that checks the span
-// of every node it meets.
+// As in a trie32, the boundaries are one sorted array (keys, and the
+// value from each on in vals), the nodes narrow a key down to a leaf, a
+// run of the array that the lookup compares the key with, and the root is
+// a table that a field of the key's bits indexes.
 //
-// The trie is one []uint64. An entry is a value (bit 31 clear), or
+// A step picks the next entry from the key's bits alone, so steps follow
+// each other at the pace of loads; a key outside the span of a node it
+// went through (it left the clusters on the way) ends in a leaf that is
+// not its own. The leaf finds that out: it also compares the key with the
+// boundary before its run and the one after, and the comparisons give the
+// key's interval exactly when the key is at or above the first and below
+// the last. A key that fails takes a binary search of the array; no node
+// stores its span. For the same reason a slot holds a leaf or a node,
+// never a value, which could not tell.
 //
-//	nodeBit | stride<<27 | shift<<20 | offset
+// A slot is
 //
-// for a node at word offset of 2^stride slots, laid out as base and limit
-// (two words each, high half first: the span is base <= key < limit),
-// below|above<<32, then the slots, two to a word. A node's slot bits never
-// straddle the key's two halves, so a step shifts one of them. A bucket is
-// a node of one slot with below, above and slot all its own entry,
-// followed by four boundaries (two words each) and five values (two to a
-// word); its unused boundaries are all ones and its unused values repeat
-// the last. Offset 0 holds the dummy bucket.
+//	nodeBit | childBit | stride<<e128Stride | shift<<e128Shift | offset
+//
+// for a node of 2^stride slots at offset in nodes, the key's bits
+// shift..shift+stride-1 (all in one half) picking the slot, or
+//
+//	nodeBit | offset
+//
+// for a leaf: the boundary keys[offset] at or below every key of the
+// slot, the slot's boundaries after it (at most leaf128Keys), and one
+// above every key of the slot. A trie without boundaries has a value as
+// its root.
 type trie128 struct {
-	root    uint32
-	depth   int
-	buckets bool
-	w       []uint64
+	// The root is a table at rootOff in nodes; the key's bits from
+	// rootShift of its high half (rootHi all ones) or its low half
+	// (rootHi 0), masked with rootMask, index it. A trie without nodes has
+	// a table of one slot.
+	rootOff, rootShift, rootMask uint32
+	rootHi                       uint64
+	depth                        int    // node steps below the root every lookup takes
+	leaves                       bool   // or the root is a value
+	lo, hi                       uint32 // the trie's boundaries: keys[lo:hi]
+	nodes                        []uint32
+	keys                         []uint64 // boundaries, high half first
+	vals                         []uint32 // the value from each boundary on
 }
 
 const (
-	e128Stride = 27
-	e128Shift  = 20
-	e128Off    = 1<<e128Shift - 1
-	head128    = 5                             // words before a node's slots
-	bucket128  = 2*bucketLen + bucketLen/2 + 1 // words after a bucket's slot word
+	e128Stride  = 26
+	e128Shift   = 19
+	e128Off     = 1<<e128Shift - 1
+	leaf128Off  = 1<<30 - 1
+	leaf128Keys = 4
+	leaf128Len  = leaf128Keys + 2 // boundaries a leaf reads
+	leaf128Pad  = 8               // entries after a trie's last, for the windows
 )
 
 // find looks up an IPv6 key.
 func (t *trie128) find(hi, lo uint64) uint32 {
-	a, _ := find128x2(t, t, hi, lo, 0, 0)
-	return a
-}
-
-// find128x2 looks up two keys in two tries in lockstep, so that the CPU
-// works on both dependency chains at once. No step branches on the key:
-// selections are arithmetic, and a lookup that holds a value goes on
-// reading the dummy and keeps it.
-func find128x2(a, b *trie128, ahi, alo, bhi, blo uint64) (uint32, uint32) {
-	ea, eb := a.root, b.root
-	var la, lb uint32 // the last node of each walk
-	wa, wb := a.w, b.w
-	for range max(a.depth, b.depth) { // step for both, written out
-		na, nb := uint32(int32(ea)>>31), uint32(int32(eb)>>31)
-		oa, ob := ea&e128Off&na, eb&e128Off&nb
-		sa, sb := ea>>e128Shift&127&na, eb>>e128Shift&127&nb
-		ta, tb := ea>>e128Stride&15&na, eb>>e128Stride&15&nb
-		ja := uint32((alo^(alo^ahi)&-uint64(sa>>6))>>(sa&63)) & (1<<ta - 1)
-		jb := uint32((blo^(blo^bhi)&-uint64(sb>>6))>>(sb&63)) & (1<<tb - 1)
-		la ^= (la ^ oa) & uint32(-int32(ta)>>31)
-		lb ^= (lb ^ ob) & uint32(-int32(tb)>>31)
-		ea ^= (ea ^ uint32(wa[oa+head128+ja>>1]>>(ja&1<<5))) & na
-		eb ^= (eb ^ uint32(wb[ob+head128+jb>>1]>>(jb&1<<5))) & nb
+	e := t.root(t.nodes, hi, lo)
+	for range t.depth {
+		e = step128(t.nodes, e, hi, lo)
 	}
-	return a.finish(ea, la, ahi, alo), b.finish(eb, lb, bhi, blo)
-}
-
-// step is a node step from entry e: the entry the key's bits pick, and
-// the node's offset in place of last. A value or a bucket stays as it is,
-// and so does last.
-func (t *trie128) step(e, last uint32, hi, lo uint64) (uint32, uint32) {
-	n := uint32(int32(e) >> 31)                        // all ones for a node or bucket
-	isNode := uint32(-int32(e>>e128Stride&15)>>31) & n // a node, not a bucket
-	o := e & e128Off & n                               // else the dummy at 0
-	shift, stride := e>>e128Shift&127&n, e>>e128Stride&15&n
-	half := lo ^ (lo^hi)&-uint64(shift>>6) // the slot bits are all in one half
-	j := uint32(half>>(shift&63)) & (1<<stride - 1)
-	v := uint32(t.w[o+head128+j>>1] >> (j & 1 << 5))
-	return e ^ (e^v)&n, last ^ (last^o)&isNode
-}
-
-// finish takes the rare paths deeper than the usual depth, checks the key
-// against the last node's span, and resolves a bucket.
-func (t *trie128) finish(e, last uint32, hi, lo uint64) uint32 {
-	for e&nodeBit != 0 && e>>e128Stride != nodeBit>>e128Stride {
-		e, last = t.step(e, last, hi, lo)
-	}
-	h := (*[4]uint64)(t.w[last : last+4])
-	_, br := bits.Sub64(lo, h[1], 0)
-	_, below := bits.Sub64(hi, h[0], br)
-	_, br = bits.Sub64(lo, h[3], 0)
-	_, inside := bits.Sub64(hi, h[2], br) // key < limit
-	if below != 0 || inside == 0 && last != 0 {
-		return t.checked(hi, lo)
-	}
-	if t.buckets {
-		e = t.bucket(e, hi, lo)
+	e = deeper128(t.nodes, e, hi, lo)
+	if t.leaves {
+		e = t.leaf(t.keys, t.vals, e, hi, lo)
 	}
 	return e
 }
 
-// checked is a lookup that checks the span of every node it meets, for
-// keys that leave the clusters.
-func (t *trie128) checked(hi, lo uint64) uint32 {
-	e := t.root
-	for e&nodeBit != 0 && e>>e128Stride != nodeBit>>e128Stride {
-		o := e & e128Off
-		h := (*[head128]uint64)(t.w[o : o+head128])
-		key := u128{hi, lo}
-		switch {
-		case key.less(u128{h[0], h[1]}):
-			return uint32(h[4])
-		case !key.less(u128{h[2], h[3]}) && (h[2] != ^uint64(0) || h[3] != ^uint64(0)):
-			return uint32(h[4] >> 32)
-		}
-		e, _ = t.step(e, 0, hi, lo)
+// root is the entry of the root table for the key.
+func (t *trie128) root(nodes []uint32, hi, lo uint64) uint32 {
+	half := lo ^ (lo^hi)&t.rootHi
+	return nodes[t.rootOff+uint32(half>>(t.rootShift&63))&t.rootMask]
+}
+
+// leaf resolves a leaf, and searches for a key the leaf does not hold.
+// A value stays as it is.
+func (t *trie128) leaf(keys []uint64, vals []uint32, e uint32, hi, lo uint64) uint32 {
+	v, ok := leaf128(keys, vals, e, hi, lo)
+	if !ok {
+		v = t.search(keys, vals, hi, lo)
 	}
-	return t.bucket(e, hi, lo)
+	return v
 }
 
-// bucket resolves a bucket; a value stays as it is.
-func (t *trie128) bucket(e uint32, hi, lo uint64) uint32 {
-	bk := uint32(int32(e) >> 31)
-	b := (*[bucket128]uint64)(t.w[e&e128Off&bk+head128+1:]) // a bucket's boundaries, or the dummy's
-	// How many boundaries are above the key.
-	_, b0 := bits.Sub64(lo, b[1], 0)
-	_, b1 := bits.Sub64(lo, b[3], 0)
-	_, b2 := bits.Sub64(lo, b[5], 0)
-	_, b3 := bits.Sub64(lo, b[7], 0)
-	_, b0 = bits.Sub64(hi, b[0], b0)
-	_, b1 = bits.Sub64(hi, b[2], b1)
-	_, b2 = bits.Sub64(hi, b[4], b2)
-	_, b3 = bits.Sub64(hi, b[6], b3)
-	c := uint32(bucketLen - b0 - b1 - b2 - b3) // at or below
-	return e ^ (e^uint32(b[2*bucketLen+c>>1]>>(c&1<<5)))&bk
+// step128 is a node step: from node e to the entry for the key. A leaf or
+// a value stays as it is (and reads the dummy slot 0), as in step32.
+func step128(nodes []uint32, e uint32, hi, lo uint64) uint32 {
+	n := uint32(int32(e&(e<<1)) >> 31) // all ones for a node
+	shift := e >> e128Shift & 127
+	half := lo ^ (lo^hi)&-uint64(shift>>6) // the slot bits are all in one half
+	j := uint32(half>>(shift&63)) & (1<<(e>>e128Stride&15) - 1)
+	return e ^ (e^nodes[(e&e128Off+j)&n])&n
 }
 
-// emptyTrie128 is the trie of a dimension without rules: the dummy alone.
-func emptyTrie128() trie128 {
-	b := trie128Builder{}
-	b.bucket(0, 0, 0)
-	return trie128{w: b.w}
+// deeper128 takes the rare paths deeper than the usual depth.
+func deeper128(nodes []uint32, e uint32, hi, lo uint64) uint32 {
+	for e&(e<<1)&nodeBit != 0 {
+		e = step128(nodes, e, hi, lo)
+	}
+	return e
 }
 
-// buildTrie128 lays out the trie of the intervals that start at keys
-// (sorted, keys[0] == 0) and have the values vals.
-//
-// Every lookup takes the trie's usual depth in node steps, without
-// branches; the few paths through crowded slots that go deeper finish with
-// a loop, whose branch is then rarely mispredicted. The builder tries a
-// usual depth of one, two and more node levels, widening the strides of
-// the last level (within a memory bound) until its slots fit buckets, and
-// keeps the shallowest that stays within memoryPerKey words per boundary
-// and leaves at most one boundary in deepShare deeper.
+// leaf128 resolves a leaf, and tells whether the key was inside it; a
+// value stays as it is (and reads the dummy at 0).
+func leaf128(keys []uint64, vals []uint32, e uint32, hi, lo uint64) (uint32, bool) {
+	m := uint32(int32(e) >> 31) // all ones for a leaf
+	o := e & leaf128Off & m
+	k := (*[2 * leaf128Len]uint64)(keys[2*o : 2*o+2*leaf128Len])
+	v := (*[8]uint32)(vals[o : o+8])
+	// Each borrow is 1 when the key is below that boundary.
+	_, br := bits.Sub64(lo, k[1], 0)
+	_, below := bits.Sub64(hi, k[0], br)
+	_, br = bits.Sub64(lo, k[3], 0)
+	_, b1 := bits.Sub64(hi, k[2], br)
+	_, br = bits.Sub64(lo, k[5], 0)
+	_, b2 := bits.Sub64(hi, k[4], br)
+	_, br = bits.Sub64(lo, k[7], 0)
+	_, b3 := bits.Sub64(hi, k[6], br)
+	_, br = bits.Sub64(lo, k[9], 0)
+	_, b4 := bits.Sub64(hi, k[8], br)
+	_, br = bits.Sub64(lo, k[11], 0)
+	_, inside := bits.Sub64(hi, k[10], br)
+	c := leaf128Keys - (b1 + b2) - (b3 + b4)
+	_ = [1]int{}[leaf128Keys-4] // the comparisons above
+	return e ^ (e^v[c&7])&m, uint32(below|(1^inside))&m == 0
+}
+
+// search is the lookup by binary search, for keys outside the clusters.
+func (t *trie128) search(keys []uint64, vals []uint32, hi, lo uint64) uint32 {
+	// The last boundary at or below the key; keys[lo] is 0.
+	i, j := t.lo, t.hi
+	for j-i > 1 {
+		h := i + (j-i)/2
+		if (u128{hi, lo}).less(u128{keys[2*h], keys[2*h+1]}) {
+			j = h
+		} else {
+			i = h
+		}
+	}
+	return vals[i]
+}
+
+// builder128 lays out the trie128s of a classifier in shared arrays.
+type builder128 struct {
+	nodes []uint32
+	keys  []uint64
+	vals  []uint32
+}
+
+func newBuilder128() *builder128 {
+	// Slot 0 and the first leaf's worth of keys and values are the
+	// dummies that lookups holding a value read.
+	return &builder128{nodes: []uint32{0}, keys: make([]uint64, 2*leaf128Pad), vals: make([]uint32, leaf128Pad)}
+}
+
+// buildTrie128 lays out one trie in arrays of its own (for the tests).
 func buildTrie128(keys []u128, vals []uint32) trie128 {
-	budget := memoryPerKey*len(keys)/2 + 2048 // in 64-bit words
+	b := newBuilder128()
+	t := b.add(keys, vals)
+	b.finish(&t)
+	return t
+}
+
+// finish points a trie at the builder's arrays, once they are complete.
+func (b *builder128) finish(t *trie128) { t.nodes, t.keys, t.vals = b.nodes, b.keys, b.vals }
+
+// add lays out the trie of the intervals that start at keys (sorted,
+// keys[0] == 0) and have the values vals.
+func (b *builder128) add(keys []u128, vals []uint32) trie128 {
+	n := len(keys)
+	base := len(b.vals)
+	// Pad so that every leaf's windows fit: keys above every key (a key of
+	// all ones fails the check and takes the search).
+	for j, k := range keys {
+		b.keys = append(b.keys, k.hi, k.lo)
+		b.vals = append(b.vals, vals[j])
+	}
+	for range leaf128Pad {
+		b.keys = append(b.keys, ^uint64(0), ^uint64(0))
+		b.vals = append(b.vals, vals[n-1])
+	}
+	t := trie128{lo: uint32(base), hi: uint32(base + n), leaves: n > 1}
+	if n == 1 {
+		t.rootOff = uint32(len(b.nodes))
+		b.nodes = append(b.nodes, vals[0])
+		return t
+	}
+	// As for a trie32: the shallowest of a few tries that stays within
+	// memory, with the root stride that takes the least.
+	start := len(b.nodes)
+	var root uint32
+	var tb trie128Build
+	fits := func(levels int, rootStride uint) bool {
+		b.nodes = b.nodes[:start]
+		tb = trie128Build{b: b, keys: keys, base: base, deep: make([]int, 130), levels: levels, rootStride: rootStride}
+		root = tb.block(1, n, 0)
+		return len(b.nodes)-start <= slotsPerKey*n+1024 && tb.deeper() <= n/deepShare
+	}
 	for levels := 1; ; levels++ {
-		b := trie128Builder{keys: keys, vals: vals, usual: levels}
-		b.bucket(0, 0, 0) // the dummy
-		root, depth := b.build(1, len(keys), vals[0], levels, 0)
-		if len(b.w) <= budget && b.deep <= len(keys)/deepShare || levels >= 4 {
-			return trie128{root: root, depth: min(depth, levels), buckets: b.buckets, w: b.w}
+		if levels == 1 || levels == maxLevels {
+			if fits(levels, 0) || levels == maxLevels {
+				break
+			}
+			continue
+		}
+		most, stride := -1, uint(0)
+		s0 := max(1, uint(bits.Len(uint(n/keysPerSlot)))-1)
+		for s := s0; s <= min(maxStride, s0+rootTries); s++ {
+			if fits(levels, s) && (most < 0 || len(b.nodes)-start < most) {
+				most, stride = len(b.nodes)-start, s
+			}
+		}
+		if most >= 0 {
+			fits(levels, stride)
+			break
 		}
 	}
-}
-
-type trie128Builder struct {
-	w       []uint64
-	keys    []u128
-	vals    []uint32
-	buckets bool
-	usual   int // node levels every lookup steps through
-	deep    int // boundaries below them
-}
-
-// node appends a node over [base, base+2^width) and returns its offset.
-func (b *trie128Builder) node(base u128, width, stride uint, below, above uint32) int {
-	o := len(b.w)
-	limit, over := base.add(pow2(width))
-	if over || width >= 128 {
-		limit = u128{^uint64(0), ^uint64(0)} // the last key takes above, which is its value
-	}
-	b.w = append(b.w, base.hi, base.lo, limit.hi, limit.lo, uint64(below)|uint64(above)<<32)
-	b.w = append(b.w, make([]uint64, (1<<stride+1)/2)...)
-	return o
-}
-
-// setSlot sets slot j of the node at o.
-func (b *trie128Builder) setSlot(o, j int, e uint32) {
-	s := &b.w[o+head128+j/2]
-	sh := uint(j&1) * 32
-	*s = *s&^(0xffffffff<<sh) | uint64(e)<<sh
-}
-
-// bucket appends a bucket of keys[lo:hi] and returns its entry.
-func (b *trie128Builder) bucket(lo, hi int, v0 uint32) uint32 {
-	o := b.node(u128{}, 128, 0, 0, 0)
-	self := nodeBit | uint32(o)
-	if o == 0 {
-		self = 0 // the dummy
-	}
-	b.w[o+4] = uint64(self) | uint64(self)<<32
-	b.setSlot(o, 0, self)
-	for j := range bucketLen {
-		k := u128{^uint64(0), ^uint64(0)}
-		if lo+j < hi {
-			k = b.keys[lo+j]
+	if root&(root<<1)&nodeBit != 0 {
+		shift := root >> e128Shift & 127
+		t.rootOff, t.rootShift, t.rootMask = root&e128Off, shift&63, 1<<(root>>e128Stride&15)-1
+		if shift >= 64 {
+			t.rootHi = ^uint64(0)
 		}
-		b.w = append(b.w, k.hi, k.lo)
+	} else {
+		t.rootOff = uint32(len(b.nodes))
+		b.nodes = append(b.nodes, root)
 	}
-	vals := []uint32{v0}
-	for j := range bucketLen {
-		v := vals[len(vals)-1]
-		if lo+j < hi {
-			v = b.vals[lo+j]
-		}
-		vals = append(vals, v)
-	}
-	b.w = append(b.w, uint64(vals[0])|uint64(vals[1])<<32, uint64(vals[2])|uint64(vals[3])<<32, uint64(vals[4]))
-	return self
+	t.depth = tb.usual(1)
+	return t
 }
 
-// build makes the entry for a block that holds the boundaries keys[lo:hi]
-// (none at the block's first key) and whose first key has the value v0,
-// in at most levels node levels where it can, at node depth at, and
-// returns it with the most node steps it takes.
-func (b *trie128Builder) build(lo, hi int, v0 uint32, levels, at int) (uint32, int) {
+type trie128Build struct {
+	b          *builder128
+	keys       []u128
+	base       int   // where keys[0] is in the shared arrays
+	levels     int   // node levels most lookups take
+	rootStride uint  // the root's, when there are levels below it
+	deep       []int // boundaries in leaves by depth: the root's slots are at 1
+}
+
+// deeper counts the boundaries below the usual levels.
+func (tb *trie128Build) deeper() int {
+	n := 0
+	for _, m := range tb.deep[tb.levels+1:] {
+		n += m
+	}
+	return n
+}
+
+func (tb *trie128Build) usual(skip int) int { return usual(tb.deep, skip) }
+
+// block makes the entry for a slot that holds the boundaries keys[lo:hi]
+// (all above its first key; keys[lo-1] is at or below it), at depth at.
+func (tb *trie128Build) block(lo, hi, at int) uint32 {
 	m := hi - lo
-	switch {
-	case m == 0:
-		return v0, 0
-	case m <= bucketLen:
-		b.buckets = true
-		if at > b.usual {
-			b.deep += m
-		}
-		return b.bucket(lo, hi, v0), 0
+	if m <= leaf128Keys {
+		tb.deep[min(at, len(tb.deep)-1)] += m
+		return nodeBit | uint32(tb.base+lo-1)
 	}
-	first, last := b.keys[lo], b.keys[hi-1]
+	// Path compression: the node covers the span of its boundaries.
+	first, last := tb.keys[lo], tb.keys[hi-1]
 	width := u128{first.hi ^ last.hi, first.lo ^ last.lo}.bitLen()
 	base := first.andNot(lowMask(width))
-	stride := min(uint(bits.Len(uint(m)))+strideExtra, maxStride, width)
-	if levels <= 1 {
-		// The last level: widen until every slot fits a bucket.
-		most := min(maxStride, width, uint(bits.Len(uint(m)))+6)
-		if width > 64 {
-			most = min(most, width-64)
-		}
-		for stride < most && b.crowded(lo, hi, base, width-stride) {
+	most := min(maxStride, width)
+	if width > 64 {
+		most = min(most, width-64)
+	}
+	var stride uint
+	switch {
+	case at == 0 && tb.rootStride > 0:
+		stride = min(tb.rootStride, most)
+	case at < tb.levels-1:
+		stride = min(most, max(1, uint(bits.Len(uint(m/keysPerSlot)))-1))
+	default:
+		most = min(most, uint(bits.Len(uint(m)))+widen)
+		stride = 1
+		for stride < most && tb.crowded(lo, hi, base, width-stride) > m/crowdShare {
 			stride++
 		}
 	}
@@ -261,47 +289,51 @@ func (b *trie128Builder) build(lo, hi int, v0 uint32, levels, at int) (uint32, i
 		stride = width - 64 // keep the slot bits in the high half
 	}
 	shift := width - stride
-	o := b.node(base, width, stride, v0, b.vals[hi-1])
+	b := tb.b
+	o := len(b.nodes)
+	b.nodes = append(b.nodes, make([]uint32, 1<<stride)...)
 	step := pow2(shift)
-	i, cur := lo, v0
-	depth := 0
+	i := lo
 	for j := range 1 << stride {
-		start := base.or(u128{0, uint64(j)}.shl(shift))
-		for i < hi && !start.less(b.keys[i]) { // keys[i] <= start
-			cur = b.vals[i]
+		s := base.or(u128{0, uint64(j)}.shl(shift))
+		for i < hi && !s.less(tb.keys[i]) { // keys[i] <= s
 			i++
 		}
-		end, over := start.add(step)
+		end, over := s.add(step)
 		k := i
-		for k < hi && (over || b.keys[k].less(end)) {
+		for k < hi && (over || tb.keys[k].less(end)) {
 			k++
 		}
-		e, d := b.build(i, k, cur, max(levels-1, 1), at+1)
-		b.setSlot(o, j, e)
-		depth = max(depth, d)
+		b.nodes[o+j] = tb.block(i, k, at+1)
 	}
-	return nodeBit | uint32(stride)<<e128Stride | uint32(shift)<<e128Shift | uint32(o), 1 + depth
+	return nodeBit | childBit | uint32(stride)<<e128Stride | uint32(shift)<<e128Shift | uint32(o)
 }
 
-// crowded tells whether a slot of 2^shift keys from base would hold more
-// boundaries of keys[lo:hi] than a bucket.
-func (b *trie128Builder) crowded(lo, hi int, base u128, shift uint) bool {
-	run := 0
+// crowded counts the boundaries of keys[lo:hi] in slots of 2^shift keys
+// from base that hold more than a leaf's worth (above their first key).
+func (tb *trie128Build) crowded(lo, hi int, base u128, shift uint) int {
+	n, run := 0, 0
 	var slot u128
-	for i := lo; i < hi; i++ {
-		off := b.keys[i].sub(base)
+	first := true
+	for _, k := range tb.keys[lo:hi] {
+		off := k.sub(base)
+		if off.and(lowMask(shift)) == (u128{}) {
+			continue // at the slot's first key: not in it
+		}
 		s := u128{off.hi >> shift, off.lo>>shift | off.hi<<(64-shift)}
 		if shift >= 64 {
 			s = u128{0, off.hi >> (shift - 64)}
 		}
-		if i > lo && s == slot {
-			run++
-		} else {
-			slot, run = s, 1
+		if first || s != slot {
+			slot, run, first = s, 0, false
 		}
-		if run > bucketLen {
-			return true
+		run++
+		switch {
+		case run == leaf128Keys+1:
+			n += run
+		case run > leaf128Keys+1:
+			n++
 		}
 	}
-	return false
+	return n
 }

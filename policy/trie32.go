@@ -2,219 +2,360 @@ package policy
 
 import "math/bits"
 
-// A trie32 is the trie for keys of up to 32 bits: IPv4 addresses and
-// ports. It has no path compression, which IPv4 clusters do not need, so a
-// node is nothing but its slots: every node covers a whole slot of its
-// parent, and the entry that points to it carries its shift and stride.
-// A node step is then one load.
+// A trie32 maps keys of up to 32 bits (IPv4 addresses, ports) to the
+// value of the interval they fall in. It has no path compression, which
+// IPv4 clusters do not need: a node covers a whole slot of its parent.
 //
-// An entry is a value (bit 31 clear, as in trie128), or
+// The boundaries of the intervals are one sorted array, kv, each next to
+// the value of the interval that ends there; the nodes only narrow a key
+// down to a leaf, a run of at most leafKeys boundaries that the lookup
+// compares the key with, all at once. A slot that holds no boundary holds
+// its value instead. So the trie stores each boundary once, in 8 bytes,
+// and its nodes need only a few slots a boundary: small, it stays in the
+// caches. All the trie32s of a classifier share one node array and one
+// kv, so four lookups need two base pointers, not eight.
 //
-//	nodeBit | stride<<27 | shift<<22 | offset
+// The root is a table that the key's top bits index: its step needs no
+// entry to decode. A slot (an entry) is a value (bit 31 clear), or
 //
-// for a node of 2^stride slots, the key's bits shift..shift+stride-1
-// picking the slot. A bucket is an entry with stride 0: its first word is
-// the entry itself, so a node step keeps it, followed by four boundaries
-// and five values. Offset 0 holds the dummy bucket, whose first word a
-// node step reads for values (and throws away).
+//	nodeBit | childBit | stride<<e32Stride | shift<<e32Shift | offset
+//
+// for a node of 2^stride slots at offset in nodes, the key's bits
+// shift..shift+stride-1 picking the slot, or
+//
+//	nodeBit | offset
+//
+// for a leaf: the boundaries kv[offset:offset+leafKeys] (those past the
+// slot's own are above every key in it) and the values that end at each.
+//
+// Port tries, whose keys have 16 bits, usually do without leaves: a root
+// and nodes down to single ports, if that takes few slots a boundary,
+// because a node step costs less than a leaf.
 type trie32 struct {
-	root    uint32
-	depth   int
-	buckets bool
-	w       []uint32
+	// The root is a table at rootOff in nodes; the key's top bits, those
+	// that rootUp shifts above the low 32 of a uint64, index it. The zero
+	// trie32 has the dummy slot as its root: no boundaries.
+	rootOff uint32
+	rootUp  uint32
+	depth   int  // node steps below the root every lookup takes
+	leaves  bool // or every lookup ends in a value
+	nodes   []uint32
+	kv      []uint64 // boundary<<31 | value of the interval before it
 }
 
 const (
-	e32Stride = 27
-	e32Shift  = 22
+	e32Stride = 26
+	e32Shift  = 21
 	e32Off    = 1<<e32Shift - 1
-	bucket32  = 1 + 2*bucketLen + 1
+	leaf32Off = 1<<30 - 1
 )
 
 // find looks up a key.
-func (t *trie32) find(key uint32) uint32 {
-	a, _ := find32x2(t, t, key, 0)
-	return a
-}
-
-// find32x2 looks up two keys in two tries in lockstep, so that the CPU
-// works on both dependency chains at once. No step branches on the key:
-// selections are arithmetic, and a lookup that holds a value goes on
-// reading the dummy and keeps it.
-func find32x2(a, b *trie32, ka, kb uint32) (uint32, uint32) {
-	ea, eb := a.root, b.root
-	for range max(a.depth, b.depth) {
-		ea, eb = a.step(ea, ka), b.step(eb, kb)
+func (t *trie32) find(k uint32) uint32 {
+	e := t.nodes[t.rootOff+uint32(uint64(k)<<(t.rootUp&63)>>32)]
+	for range t.depth {
+		e = step32(t.nodes, e, k)
 	}
-	ea, eb = a.deeper(ea, ka), b.deeper(eb, kb)
-	if a.buckets || b.buckets {
-		ea, eb = a.bucket(ea, ka), b.bucket(eb, kb)
-	}
-	return ea, eb
-}
-
-// find32x4 is find32x2 for four lookups.
-func find32x4(a, b, c, d *trie32, ka, kb, kc, kd uint32) (uint32, uint32, uint32, uint32) {
-	ea, eb, ec, ed := a.root, b.root, c.root, d.root
-	for range max(a.depth, b.depth, c.depth, d.depth) {
-		ea, eb, ec, ed = a.step(ea, ka), b.step(eb, kb), c.step(ec, kc), d.step(ed, kd)
-	}
-	ea, eb, ec, ed = a.deeper(ea, ka), b.deeper(eb, kb), c.deeper(ec, kc), d.deeper(ed, kd)
-	if a.buckets || b.buckets || c.buckets || d.buckets {
-		ea, eb, ec, ed = a.bucket(ea, ka), b.bucket(eb, kb), c.bucket(ec, kc), d.bucket(ed, kd)
-	}
-	return ea, eb, ec, ed
-}
-
-// step is a node step: from node e to the entry for key k. A value or a
-// bucket stays as it is.
-func (t *trie32) step(e, k uint32) uint32 {
-	n := uint32(int32(e) >> 31) // all ones for a node or bucket
-	i := k >> (e >> e32Shift & 31) & (1<<(e>>e32Stride&15) - 1) & n
-	return e ^ (e^t.w[e&e32Off&n+i])&n
-}
-
-// deeper takes the rare paths deeper than the usual depth.
-func (t *trie32) deeper(e, k uint32) uint32 {
-	for e&nodeBit != 0 && e>>e32Stride != nodeBit>>e32Stride {
-		e = t.w[e&e32Off+k>>(e>>e32Shift&31)&(1<<(e>>e32Stride&15)-1)]
+	e = deeper32(t.nodes, e, k)
+	if t.leaves {
+		e = leaf32(t.kv, e, k)
 	}
 	return e
 }
 
-// bucket resolves a bucket; a value stays as it is.
-func (t *trie32) bucket(e, k uint32) uint32 {
-	bk := uint32(int32(e) >> 31)
-	b := t.w[e&e32Off&bk+1:] // a bucket's boundaries, or the dummy's
-	// How many boundaries are above the key: 64-bit differences borrow.
-	k64 := uint64(k)
-	c := (k64-uint64(b[3]))>>63 + (k64-uint64(b[2]))>>63 + (k64-uint64(b[1]))>>63 + (k64-uint64(b[0]))>>63
-	return e ^ (e^b[2*bucketLen-c])&bk
+// find32x4 looks up four keys in four tries that share their arrays: the
+// node steps in lockstep, two tries at a time (the addresses', the
+// ports'), so that the CPU works on the dependency chains at once, then
+// the leaves.
+func find32x4(nodes []uint32, kv []uint64, a, b, c, d *trie32, ka, kb, kc, kd uint32) (uint32, uint32, uint32, uint32) {
+	ea := nodes[a.rootOff+uint32(uint64(ka)<<(a.rootUp&63)>>32)]
+	eb := nodes[b.rootOff+uint32(uint64(kb)<<(b.rootUp&63)>>32)]
+	ec := nodes[c.rootOff+uint32(uint64(kc)<<(c.rootUp&63)>>32)]
+	ed := nodes[d.rootOff+uint32(uint64(kd)<<(d.rootUp&63)>>32)]
+	for range max(a.depth, b.depth) {
+		ea, eb = step32(nodes, ea, ka), step32(nodes, eb, kb)
+	}
+	for range max(c.depth, d.depth) {
+		ec, ed = step32(nodes, ec, kc), step32(nodes, ed, kd)
+	}
+	if (ea&(ea<<1)|eb&(eb<<1)|ec&(ec<<1)|ed&(ed<<1))&nodeBit != 0 { // rare: deeper than usual
+		ea, eb, ec, ed = deeper32(nodes, ea, ka), deeper32(nodes, eb, kb), deeper32(nodes, ec, kc), deeper32(nodes, ed, kd)
+	}
+	if a.leaves {
+		ea = leaf32(kv, ea, ka)
+	}
+	if b.leaves {
+		eb = leaf32(kv, eb, kb)
+	}
+	if c.leaves {
+		ec = leaf32(kv, ec, kc)
+	}
+	if d.leaves {
+		ed = leaf32(kv, ed, kd)
+	}
+	return ea, eb, ec, ed
 }
 
-// buildTrie32 lays out the trie of the intervals that start at keys
-// (sorted, keys[0] == 0) and have the values vals, over keys of keyBits
-// bits. Like buildTrie128 it keeps the shallowest of a few tries that
-// stays within memory.
+// leaf32 resolves a leaf. A value stays as it is (the arithmetic reads
+// the dummy at 0 for it): lookups that end in a value or in a leaf take
+// the same instructions, and random keys cost no mispredicted branch.
+func leaf32(kv []uint64, e, k uint32) uint32 {
+	m := uint32(int32(e) >> 31) // all ones for a leaf
+	o := e & leaf32Off & m
+	b := (*[leafKeys + 1]uint64)(kv[o : o+leafKeys+1])
+	// Count the boundaries at or below the key: b - kk1 is negative when
+	// the boundary is, whatever the value bits. A term for each of the
+	// leafKeys boundaries.
+	kk1 := (uint64(k) + 1) << 31
+	c := (b[0]-kk1)>>63 + (b[1]-kk1)>>63 + (b[2]-kk1)>>63 + (b[3]-kk1)>>63 +
+		(b[4]-kk1)>>63
+	_ = [1]int{}[leafKeys-5] // the terms above
+	return e ^ (e^uint32(b[min(c, leafKeys)])&(1<<31-1))&m
+}
+
+// step32 is a node step: from node e to the entry for key k. A leaf or
+// a value stays as it is (and reads the dummy slot 0), so that tries of
+// different depths step in lockstep without a branch on the key.
+func step32(nodes []uint32, e, k uint32) uint32 {
+	n := uint32(int32(e&(e<<1)) >> 31) // all ones for a node
+	i := (e&e32Off + k>>(e>>e32Shift&31)&(1<<(e>>e32Stride&15)-1)) & n
+	return e ^ (e^nodes[i])&n
+}
+
+// deeper32 takes the rare paths deeper than the usual depth.
+func deeper32(nodes []uint32, e, k uint32) uint32 {
+	for e&(e<<1)&nodeBit != 0 {
+		e = step32(nodes, e, k)
+	}
+	return e
+}
+
+// builder32 lays out the trie32s of a classifier in shared arrays.
+type builder32 struct {
+	nodes []uint32
+	kv    []uint64
+}
+
+func newBuilder32() *builder32 {
+	// Slot 0 and kv[0:leafKeys+1] are the dummies that lookups holding a
+	// value read.
+	return &builder32{nodes: []uint32{0}, kv: make([]uint64, leafKeys+1)}
+}
+
+// buildTrie32 lays out one trie in arrays of its own (for the tests).
 func buildTrie32(keys []u128, vals []uint32, keyBits uint) trie32 {
-	ks := make([]uint32, len(keys))
+	b := newBuilder32()
+	t := b.add(keys, vals, keyBits)
+	b.finish(&t)
+	return t
+}
+
+// finish points a trie at the builder's arrays, once they are complete.
+func (b *builder32) finish(t *trie32) { t.nodes, t.kv = b.nodes, b.kv }
+
+// add lays out the trie of the intervals that start at keys (sorted,
+// keys[0] == 0) and have the values vals, over keys of keyBits bits.
+func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
+	n := len(keys)
+	ks := make([]uint32, n)
 	for i, k := range keys {
 		ks[i] = uint32(k.lo)
 	}
-	budget := memoryPerKey*len(keys) + 4096
+	start := len(b.nodes)
+	build := func(tb trie32Build) (uint32, trie32Build) {
+		b.nodes = b.nodes[:start]
+		tb.b, tb.keys, tb.vals, tb.deep = b, ks, vals, make([]int, 34)
+		return tb.block(1, n, 0, keyBits, 0), tb
+	}
+	if keyBits <= 16 && n-1 > leafKeys {
+		// Ports: if it is small, a root and nodes that hold every key's
+		// value, no leaves: a node step costs less than a leaf.
+		most, stride := -1, uint(0)
+		for s := uint(4); s <= min(keyBits-1, exactRoot); s++ {
+			build(trie32Build{exact: true, rootStride: s})
+			if m := len(b.nodes) - start; most < 0 || m < most {
+				most, stride = m, s
+			}
+		}
+		if most <= exactPerKey*n+1<<12 {
+			root, _ := build(trie32Build{exact: true, rootStride: stride})
+			return trie32{rootOff: root & e32Off, rootUp: 32 - root>>e32Shift&31, depth: 1}
+		}
+	}
+	// Boundary j (keys[j], j >= 1) is kv[base+j-1]; leafKeys more
+	// entries after the last, above every key, keep a leaf's window
+	// inside the array and repeat the last value.
+	base := len(b.kv)
+	for j := 1; j < n; j++ {
+		b.kv = append(b.kv, uint64(ks[j])<<31|uint64(vals[j-1]))
+	}
+	for range leafKeys {
+		b.kv = append(b.kv, uint64(^uint32(0))<<31|uint64(vals[n-1]))
+	}
+	// Keep the shallowest of a few tries that stays within memory and
+	// leaves at most one boundary in deepShare below its usual depth, and
+	// of those the one whose root stride takes the least memory.
+	var root uint32
+	var tb trie32Build
+	fits := func(levels int, rootStride uint) bool {
+		root, tb = build(trie32Build{kvBase: base - 1, levels: levels, rootStride: rootStride})
+		return len(b.nodes)-start <= slotsPerKey*n+1024 && tb.deeper() <= n/deepShare
+	}
 	for levels := 1; ; levels++ {
-		b := trie32Builder{keys: ks, vals: vals, usual: levels}
-		b.bucket(0, 0, 0) // the dummy
-		root, depth := b.build(1, len(ks), vals[0], 0, keyBits, levels, 0)
-		if len(b.w) <= budget && b.deep <= len(keys)/deepShare || levels >= 4 {
-			return trie32{root: root, depth: min(depth, levels), buckets: b.buckets, w: b.w}
+		if levels == 1 || levels == maxLevels {
+			if fits(levels, 0) || levels == maxLevels {
+				break
+			}
+			continue
+		}
+		most, stride := -1, uint(0)
+		s0 := min(maxStride, keyBits, max(1, uint(bits.Len(uint(n/keysPerSlot)))-1))
+		for s := s0; s <= min(maxStride, keyBits, s0+rootTries); s++ {
+			if fits(levels, s) && (most < 0 || len(b.nodes)-start < most) {
+				most, stride = len(b.nodes)-start, s
+			}
+		}
+		if most >= 0 {
+			fits(levels, stride)
+			break
 		}
 	}
-}
-
-// emptyTrie32 is the trie of a dimension without rules: the dummy alone.
-func emptyTrie32() trie32 {
-	b := trie32Builder{}
-	b.bucket(0, 0, 0)
-	return trie32{w: b.w}
-}
-
-type trie32Builder struct {
-	w       []uint32
-	keys    []uint32
-	vals    []uint32
-	buckets bool
-	usual   int // node levels every lookup steps through
-	deep    int // boundaries below them
-}
-
-// bucket appends a bucket of keys[lo:hi] and returns its entry.
-func (b *trie32Builder) bucket(lo, hi int, v0 uint32) uint32 {
-	o := len(b.w)
-	self := nodeBit | uint32(o)
-	if o == 0 {
-		self = 0 // the dummy
+	var t trie32
+	switch {
+	case root&(root<<1)&nodeBit != 0:
+		t.rootOff, t.rootUp = root&e32Off, 32-root>>e32Shift&31
+	case root != 0:
+		t.rootOff = uint32(len(b.nodes))
+		b.nodes = append(b.nodes, root)
 	}
-	b.w = append(b.w, self)
-	for j := range bucketLen {
-		k := ^uint32(0)
-		if lo+j < hi {
-			k = b.keys[lo+j]
+	t.depth = tb.usual(1)
+	for _, m := range tb.deep {
+		t.leaves = t.leaves || m > 0
+	}
+	return t
+}
+
+type trie32Build struct {
+	b      *builder32
+	keys   []uint32
+	vals   []uint32
+	kvBase int // kv index of boundary 0
+	levels int // node levels, the root's included, most lookups take
+	// rootStride is the root's, when there are levels below it.
+	rootStride uint
+	exact      bool  // no leaves: nodes down to single keys (ports)
+	deep       []int // boundaries in leaves by depth: the root's slots are at 1
+}
+
+// deeper counts the boundaries below the usual levels.
+func (tb *trie32Build) deeper() int {
+	n := 0
+	for _, m := range tb.deep[tb.levels+1:] {
+		n += m
+	}
+	return n
+}
+
+// usual is the fewest node steps, after the first skip, that take a
+// lookup to the leaves of all but one boundary in deepShare.
+func usual(deep []int, skip int) int {
+	total := 0
+	for _, m := range deep {
+		total += m
+	}
+	d, below := 0, total
+	for at, m := range deep {
+		if at <= skip {
+			below -= m
 		}
-		b.w = append(b.w, k)
 	}
-	v := v0
-	b.w = append(b.w, v0)
-	for j := range bucketLen {
-		if lo+j < hi {
-			v = b.vals[lo+j]
-		}
-		b.w = append(b.w, v)
+	for below > total/deepShare {
+		d++
+		below -= deep[d+skip]
 	}
-	return self
+	return d
 }
 
-// build makes the entry for the block of 2^blockBits keys from base,
-// which holds the boundaries keys[lo:hi] (none at base) and whose first
-// key has the value v0, in at most levels node levels where it can, at
-// node depth at. It returns the entry and the most node steps it takes.
-func (b *trie32Builder) build(lo, hi int, v0 uint32, base uint64, blockBits uint, levels, at int) (uint32, int) {
+func (tb *trie32Build) usual(skip int) int { return usual(tb.deep, skip) }
+
+// block makes the entry for the block of 2^blockBits keys from base,
+// which holds the boundaries keys[lo:hi] (all above base; the key at
+// base has the value vals[lo-1]), at depth at.
+func (tb *trie32Build) block(lo, hi int, base uint64, blockBits uint, at int) uint32 {
 	m := hi - lo
 	switch {
 	case m == 0:
-		return v0, 0
-	case m <= bucketLen:
-		b.buckets = true
-		if at > b.usual {
-			b.deep += m
+		return tb.vals[lo-1]
+	case tb.exact:
+		stride := blockBits // a node of values, one a key
+		if at == 0 {
+			stride = tb.rootStride
 		}
-		return b.bucket(lo, hi, v0), 0
+		return tb.node(lo, hi, base, blockBits, stride, at)
+	case m <= leafKeys:
+		tb.deep[min(at, len(tb.deep)-1)] += m
+		return nodeBit | uint32(tb.kvBase+lo)
 	}
-	stride := min(uint(bits.Len(uint(m)))+strideExtra, maxStride, blockBits)
-	if levels <= 1 {
-		// The last level: widen until every slot fits a bucket.
-		most := min(maxStride, blockBits, uint(bits.Len(uint(m)))+6)
-		for stride < most && b.crowded(lo, hi, base, blockBits-stride) {
+	var stride uint
+	switch {
+	case at == 0 && tb.rootStride > 0:
+		stride = min(tb.rootStride, blockBits)
+	case at < tb.levels-1:
+		// An upper level: a few boundaries a slot.
+		stride = min(maxStride, blockBits, max(1, uint(bits.Len(uint(m/keysPerSlot)))-1))
+	default:
+		// The last level: widen until the slots fit leaves but for a few
+		// boundaries, which go a level deeper.
+		most := min(maxStride, blockBits, uint(bits.Len(uint(m)))+widen)
+		stride = 1
+		for stride < most && tb.crowded(lo, hi, base, blockBits-stride) > m/crowdShare {
 			stride++
 		}
 	}
+	return tb.node(lo, hi, base, blockBits, stride, at)
+}
+
+// node makes a node of 2^stride slots for the block.
+func (tb *trie32Build) node(lo, hi int, base uint64, blockBits, stride uint, at int) uint32 {
 	shift := blockBits - stride
-	o := len(b.w)
-	b.w = append(b.w, make([]uint32, 1<<stride)...)
-	i, cur := lo, v0
-	depth := 0
+	b := tb.b
+	o := len(b.nodes)
+	b.nodes = append(b.nodes, make([]uint32, 1<<stride)...)
+	i := lo
 	for j := range uint64(1) << stride {
 		start := base + j<<shift
-		for i < hi && uint64(b.keys[i]) <= start {
-			cur = b.vals[i]
+		for i < hi && uint64(tb.keys[i]) <= start {
 			i++
 		}
 		k := i
-		for k < hi && uint64(b.keys[k]) < start+1<<shift {
+		for k < hi && uint64(tb.keys[k]) < start+1<<shift {
 			k++
 		}
-		e, d := b.build(i, k, cur, start, shift, max(levels-1, 1), at+1)
-		b.w[o+int(j)] = e
-		depth = max(depth, d)
+		b.nodes[o+int(j)] = tb.block(i, k, start, shift, at+1)
 	}
-	return nodeBit | uint32(stride)<<e32Stride | uint32(shift)<<e32Shift | uint32(o), 1 + depth
+	return nodeBit | childBit | uint32(stride)<<e32Stride | uint32(shift)<<e32Shift | uint32(o)
 }
 
-// crowded tells whether a slot of 2^shift keys from base would hold more
-// boundaries of keys[lo:hi] than a bucket.
-func (b *trie32Builder) crowded(lo, hi int, base uint64, shift uint) bool {
-	run := 0
-	var slot uint64
-	for i := lo; i < hi; i++ {
-		s := (uint64(b.keys[i]) - base) >> shift
-		if i > lo && s == slot {
-			run++
-		} else {
-			slot, run = s, 1
+// crowded counts the boundaries of keys[lo:hi] in slots of 2^shift keys
+// from base that hold more than a leaf's worth (above their first key).
+func (tb *trie32Build) crowded(lo, hi int, base uint64, shift uint) int {
+	n, run := 0, 0
+	slot := ^uint64(0)
+	for _, k := range tb.keys[lo:hi] {
+		off := uint64(k) - base
+		if off&(1<<shift-1) == 0 {
+			continue // at the slot's first key: not in it
 		}
-		if run > bucketLen {
-			return true
+		if s := off >> shift; s != slot {
+			slot, run = s, 0
+		}
+		run++
+		switch {
+		case run == leafKeys+1:
+			n += run
+		case run > leafKeys+1:
+			n++
 		}
 	}
-	return false
+	return n
 }
