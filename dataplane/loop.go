@@ -180,6 +180,11 @@ func (l *loop) run() {
 				work += l.receive(p, now)
 			}
 		}
+		// Each port's fill ring was topped up as its frames were taken,
+		// so the kernel has frames to receive into during the slow
+		// transmit below (in copy mode, sendto copies every frame and
+		// runs the receiving device's NAPI on this CPU).
+		l.flush()
 		work += l.complete()
 		l.refill()
 		if work == 0 {
@@ -199,7 +204,9 @@ func (l *loop) runControl() {
 	}
 }
 
-// receive takes one batch from a port's rx ring and switches it.
+// receive takes one batch from a port's rx ring and switches it; the
+// frames are queued for transmit, for flush. It returns how many frames
+// the ring gave.
 func (l *loop) receive(p *loopPort, now int64) int {
 	if p == l.uplink {
 		return l.receiveTunnel(p, now)
@@ -212,13 +219,8 @@ func (l *loop) receive(p *loopPort, now int64) int {
 	sec := p.port.sec.Load()
 	fdb := p.net.fdb
 	fdb.mu.RLock()
-	for i := range n {
+	for i := range l.takeRx(p, n) {
 		d := l.rx[i]
-		if !l.pool.take(d.Addr, frameFill, p.id) {
-			p.ctr.drop(DropInvalidDesc)
-			continue
-		}
-		p.fillHeld--
 		f := l.umem.Bytes(d.Addr, int(d.Len))
 		if f == nil {
 			p.ctr.drop(DropInvalidDesc)
@@ -247,8 +249,28 @@ func (l *loop) receive(p *loopPort, now int64) int {
 	fdb.apply(&l.learn, now)
 	p.ctr.rxPackets.Add(rxPackets)
 	p.ctr.rxBytes.Add(rxBytes)
-	l.flush()
 	return n
+}
+
+// takeRx moves the n frames just received on p (l.rx[:n]) to the loop
+// and tops the port's fill ring up again at once, before the batch is
+// switched and transmitted: a frame the kernel finds in the fill ring
+// while this loop is busy is a frame it does not drop. A descriptor that
+// does not name a frame p's fill ring held is counted and left out; the
+// good ones stay at the front of l.rx, and takeRx returns how many.
+func (l *loop) takeRx(p *loopPort, n int) int {
+	good := 0
+	for _, d := range l.rx[:n] {
+		if !l.pool.take(d.Addr, frameFill, p.id) {
+			p.ctr.drop(DropInvalidDesc)
+			continue
+		}
+		p.fillHeld--
+		l.rx[good] = d
+		good++
+	}
+	l.refillPort(p)
+	return good
 }
 
 // flood sends a frame to every other port of its network. The last
@@ -346,9 +368,16 @@ func (l *loop) complete() int {
 // refill tops every socket's fill ring up to its quota.
 func (l *loop) refill() {
 	for _, p := range l.active {
+		l.refillPort(p)
+	}
+}
+
+// refillPort tops one socket's fill ring up to its quota.
+func (l *loop) refillPort(p *loopPort) {
+	for !p.broken {
 		want := min(l.fillFrames-p.fillHeld, len(l.addrs), len(l.pool.free)-l.reserve)
-		if want <= 0 || p.broken {
-			continue
+		if want <= 0 {
+			return
 		}
 		for i := range want {
 			l.addrs[i], _ = l.pool.alloc()
@@ -363,6 +392,9 @@ func (l *loop) refill() {
 		p.fillHeld += n
 		if n > 0 && p.sock.FillNeedsWakeup() {
 			_ = p.sock.Wakeup()
+		}
+		if n < want {
+			return
 		}
 	}
 }
