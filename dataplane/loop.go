@@ -30,13 +30,12 @@ type loop struct {
 	umem  *afxdp.Umem
 	pool  *framePool
 	log   *slog.Logger
-	// fillFrames is how many frames each socket gets for receiving. It is
-	// fixed: frames in a fill ring come back only when the port receives,
-	// so an idle port keeps whatever it was given and a share that shrank
-	// as ports arrived would never be honoured.
-	fillFrames int
+	// fill decides how many frames each socket holds for receiving.
+	fill fillShare
 	// reserve is how many free frames refill leaves for transmit and flood.
 	reserve int
+	// rateStart is when the current receive-rate window began.
+	rateStart int64
 
 	ports  []*loopPort // by port id; nil where the port has no socket here
 	active []*loopPort
@@ -94,6 +93,11 @@ type loopPort struct {
 
 	fillHeld int // frames in the fill ring or the kernel's rx path
 	txHeld   int // frames in the tx ring or the kernel's completion path
+
+	// rxWindow counts the frames received in the current rate window;
+	// rate is the smoothed count per window and extra the frames beyond
+	// the base share the port may hold for receiving (see fillShare).
+	rxWindow, rate, extra int
 }
 
 // loopNet is a network as one loop sees it.
@@ -105,7 +109,7 @@ type loopNet struct {
 	tunnel *tunnel
 }
 
-func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint32, log *slog.Logger) (*loop, error) {
+func newLoop(queue int, cfg afxdp.UmemConfig, fill fillShare, broken chan<- uint32, log *slog.Logger) (*loop, error) {
 	u, err := afxdp.NewUmem(cfg)
 	if err != nil {
 		return nil, err
@@ -116,19 +120,19 @@ func newLoop(queue int, cfg afxdp.UmemConfig, fillFrames int, broken chan<- uint
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	l := &loop{
-		queue:      queue,
-		umem:       u,
-		pool:       newFramePool(u),
-		log:        log.With("queue", queue),
-		fillFrames: fillFrames,
-		reserve:    cfg.NumFrames / 4,
-		nets:       make(map[*Network]*loopNet),
-		ctl:        make(chan func(), 16),
-		wakeFd:     fd,
-		done:       make(chan struct{}),
-		broken:     broken,
-		enc:        *vxlan.NewEncoder(),
-		reasm:      frag.NewReassembler(frag.ReassemblerConfig{}),
+		queue:   queue,
+		umem:    u,
+		pool:    newFramePool(u),
+		log:     log.With("queue", queue),
+		fill:    fill,
+		reserve: reserveFrames(cfg.NumFrames),
+		nets:    make(map[*Network]*loopNet),
+		ctl:     make(chan func(), 16),
+		wakeFd:  fd,
+		done:    make(chan struct{}),
+		broken:  broken,
+		enc:     *vxlan.NewEncoder(),
+		reasm:   frag.NewReassembler(frag.ReassemblerConfig{}),
 	}
 	l.fragNext = l.fragBuffer
 	return l, nil
@@ -173,6 +177,10 @@ func (l *loop) run() {
 			// Datagrams whose fragments stopped coming free their memory.
 			l.reasm.Expire(time.Now())
 			l.lastExpire = now
+		}
+		if now-l.rateStart >= rateWindow {
+			l.fill.update(l.active, now-l.rateStart)
+			l.rateStart = now
 		}
 		work := 0
 		for _, p := range l.active {
@@ -265,10 +273,11 @@ func (l *loop) takeRx(p *loopPort, n int) int {
 			p.ctr.drop(DropInvalidDesc)
 			continue
 		}
-		p.fillHeld--
 		l.rx[good] = d
 		good++
 	}
+	l.fill.held(p, -good)
+	p.rxWindow += good
 	l.refillPort(p)
 	return good
 }
@@ -365,17 +374,17 @@ func (l *loop) complete() int {
 	return work
 }
 
-// refill tops every socket's fill ring up to its quota.
+// refill tops every socket's fill ring up to its share.
 func (l *loop) refill() {
 	for _, p := range l.active {
 		l.refillPort(p)
 	}
 }
 
-// refillPort tops one socket's fill ring up to its quota.
+// refillPort tops one socket's fill ring up to its share.
 func (l *loop) refillPort(p *loopPort) {
 	for !p.broken {
-		want := min(l.fillFrames-p.fillHeld, len(l.addrs), len(l.pool.free)-l.reserve)
+		want := min(l.fill.want(p), len(l.addrs), len(l.pool.free)-l.reserve)
 		if want <= 0 {
 			return
 		}
@@ -389,7 +398,7 @@ func (l *loop) refillPort(p *loopPort) {
 		for _, addr := range l.addrs[n:want] {
 			l.pool.release(addr)
 		}
-		p.fillHeld += n
+		l.fill.held(p, n)
 		if n > 0 && p.sock.FillNeedsWakeup() {
 			_ = p.sock.Wakeup()
 		}
@@ -405,7 +414,7 @@ func (l *loop) refillPort(p *loopPort) {
 func (l *loop) wait() {
 	timeout := 1000
 	for _, p := range l.active {
-		if !p.broken && (p.txHeld > 0 || p.fillHeld < l.fillFrames) {
+		if !p.broken && (p.txHeld > 0 || p.fillHeld < l.fill.base) {
 			timeout = 1
 			break
 		}
@@ -482,6 +491,7 @@ func (l *loop) removePort(id uint32) error {
 	lp := l.ports[id]
 	err := lp.sock.Close()
 	l.pool.reclaim(id)
+	l.fill.held(lp, -lp.fillHeld)
 	l.ports[id] = nil
 	l.active = without(l.active, lp)
 	if lp == l.uplink {
@@ -536,6 +546,7 @@ func (l *loop) close() error {
 				errs = append(errs, err)
 			}
 			l.pool.reclaim(p.id)
+			l.fill.held(p, -p.fillHeld)
 		}
 		l.active = nil
 		l.stop = true
