@@ -41,7 +41,8 @@ type Config struct {
 	Frames int `yaml:"frames"`
 	// FrameSize is 2048 or 4096 bytes.
 	FrameSize int `yaml:"frame_size"`
-	// FillFrames is each socket's share of frames for receiving.
+	// FillFrames is each socket's base share of frames for receiving;
+	// sockets receiving traffic share an eighth of the UMEM beyond it.
 	FillFrames int `yaml:"fill_frames"`
 	// XDPMode is auto, native or generic.
 	XDPMode string `yaml:"xdp_mode"`

@@ -31,13 +31,12 @@ type loop struct {
 	umem  *afxdp.Umem
 	pool  *framePool
 	log   *slog.Logger
-	// fillFrames is how many frames each socket gets for receiving. It is
-	// fixed: frames in a fill ring come back only when the port receives,
-	// so an idle port keeps whatever it was given and a share that shrank
-	// as ports arrived would never be honoured.
-	fillFrames int
+	// fill decides how many frames each socket holds for receiving.
+	fill fillShare
 	// reserve is how many free frames refill leaves for transmit and flood.
 	reserve int
+	// rateStart is when the current receive-rate window began.
+	rateStart int64
 
 	ports  []*loopPort // by port id; nil where the port has no socket here
 	active []*loopPort
@@ -99,6 +98,11 @@ type loopPort struct {
 
 	fillHeld int // frames in the fill ring or the kernel's rx path
 	txHeld   int // frames in the tx ring or the kernel's completion path
+
+	// rxWindow counts the frames received in the current rate window;
+	// rate is the smoothed count per window and extra the frames beyond
+	// the base share the port may hold for receiving (see fillShare).
+	rxWindow, rate, extra int
 }
 
 // loopNet is a network as one loop sees it.
@@ -112,7 +116,7 @@ type loopNet struct {
 	tunnel *tunnel
 }
 
-func newLoop(queue int, swcfg Config, broken chan<- uint32, log *slog.Logger) (*loop, error) {
+func newLoop(queue int, swcfg Config, fill fillShare, broken chan<- uint32, log *slog.Logger) (*loop, error) {
 	cfg := swcfg.Umem
 	u, err := afxdp.NewUmem(cfg)
 	if err != nil {
@@ -124,19 +128,19 @@ func newLoop(queue int, swcfg Config, broken chan<- uint32, log *slog.Logger) (*
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	l := &loop{
-		queue:      queue,
-		umem:       u,
-		pool:       newFramePool(u),
-		log:        log.With("queue", queue),
-		fillFrames: swcfg.FillFrames,
-		reserve:    cfg.NumFrames / 4,
-		nets:       make(map[*Network]*loopNet),
-		ctl:        make(chan func(), 16),
-		wakeFd:     fd,
-		done:       make(chan struct{}),
-		broken:     broken,
-		enc:        *vxlan.NewEncoder(),
-		reasm:      frag.NewReassembler(frag.ReassemblerConfig{}),
+		queue:   queue,
+		umem:    u,
+		pool:    newFramePool(u),
+		log:     log.With("queue", queue),
+		fill:    fill,
+		reserve: reserveFrames(cfg.NumFrames),
+		nets:    make(map[*Network]*loopNet),
+		ctl:     make(chan func(), 16),
+		wakeFd:  fd,
+		done:    make(chan struct{}),
+		broken:  broken,
+		enc:     *vxlan.NewEncoder(),
+		reasm:   frag.NewReassembler(frag.ReassemblerConfig{}),
 		// Held fragments come out of the frames kept for transmit and
 		// flood copies; a quarter of those is theirs at most.
 		filter: newFilter(frag.TrackerConfig{MaxHeldFrames: cfg.NumFrames / 16, Timeout: swcfg.FragmentTimeout}),
@@ -188,12 +192,21 @@ func (l *loop) run() {
 			l.flush()
 			l.lastExpire = now
 		}
+		if now-l.rateStart >= rateWindow {
+			l.fill.update(l.active, now-l.rateStart)
+			l.rateStart = now
+		}
 		work := 0
 		for _, p := range l.active {
 			if !p.broken {
 				work += l.receive(p, now)
 			}
 		}
+		// Each port's fill ring was topped up as its frames were taken,
+		// so the kernel has frames to receive into during the slow
+		// transmit below (in copy mode, sendto copies every frame and
+		// runs the receiving device's NAPI on this CPU).
+		l.flush()
 		work += l.complete()
 		l.refill()
 		if work > 0 {
@@ -216,7 +229,9 @@ func (l *loop) runControl() {
 	}
 }
 
-// receive takes one batch from a port's rx ring and switches it.
+// receive takes one batch from a port's rx ring and switches it; the
+// frames are queued for transmit, for flush. It returns how many frames
+// the ring gave.
 func (l *loop) receive(p *loopPort, now int64) int {
 	if p == l.uplink {
 		return l.receiveTunnel(p, now)
@@ -229,13 +244,8 @@ func (l *loop) receive(p *loopPort, now int64) int {
 	sec := p.port.sec.Load()
 	fdb := p.net.fdb
 	fdb.mu.RLock()
-	for i := range n {
+	for i := range l.takeRx(p, n) {
 		d := l.rx[i]
-		if !l.pool.take(d.Addr, frameFill, p.id) {
-			p.ctr.drop(DropInvalidDesc)
-			continue
-		}
-		p.fillHeld--
 		f := l.umem.Bytes(d.Addr, int(d.Len))
 		if f == nil {
 			p.ctr.drop(DropInvalidDesc)
@@ -262,7 +272,6 @@ func (l *loop) receive(p *loopPort, now int64) int {
 	fdb.apply(&l.learn, now)
 	p.ctr.rxPackets.Add(rxPackets)
 	p.ctr.rxBytes.Add(rxBytes)
-	l.flush()
 	return n
 }
 
@@ -289,6 +298,28 @@ func (l *loop) output(m *loopPort, d afxdp.Desc, f []byte) {
 	if l.judge(m.rules, nil, policy.Out, egressZone(m.id), m.ctr, d, f) {
 		l.enqueue(m, d)
 	}
+}
+
+// takeRx moves the n frames just received on p (l.rx[:n]) to the loop
+// and tops the port's fill ring up again at once, before the batch is
+// switched and transmitted: a frame the kernel finds in the fill ring
+// while this loop is busy is a frame it does not drop. A descriptor that
+// does not name a frame p's fill ring held is counted and left out; the
+// good ones stay at the front of l.rx, and takeRx returns how many.
+func (l *loop) takeRx(p *loopPort, n int) int {
+	good := 0
+	for _, d := range l.rx[:n] {
+		if !l.pool.take(d.Addr, frameFill, p.id) {
+			p.ctr.drop(DropInvalidDesc)
+			continue
+		}
+		l.rx[good] = d
+		good++
+	}
+	l.fill.held(p, -good)
+	p.rxWindow += good
+	l.refillPort(p)
+	return good
 }
 
 // flood sends a frame to every other port of its network. The last
@@ -383,12 +414,19 @@ func (l *loop) complete() int {
 	return work
 }
 
-// refill tops every socket's fill ring up to its quota.
+// refill tops every socket's fill ring up to its share.
 func (l *loop) refill() {
 	for _, p := range l.active {
-		want := min(l.fillFrames-p.fillHeld, len(l.addrs), len(l.pool.free)-l.reserve)
-		if want <= 0 || p.broken {
-			continue
+		l.refillPort(p)
+	}
+}
+
+// refillPort tops one socket's fill ring up to its share.
+func (l *loop) refillPort(p *loopPort) {
+	for !p.broken {
+		want := min(l.fill.want(p), len(l.addrs), len(l.pool.free)-l.reserve)
+		if want <= 0 {
+			return
 		}
 		for i := range want {
 			l.addrs[i], _ = l.pool.alloc()
@@ -400,9 +438,12 @@ func (l *loop) refill() {
 		for _, addr := range l.addrs[n:want] {
 			l.pool.release(addr)
 		}
-		p.fillHeld += n
+		l.fill.held(p, n)
 		if n > 0 && p.sock.FillNeedsWakeup() {
 			_ = p.sock.Wakeup()
+		}
+		if n < want {
+			return
 		}
 	}
 }
@@ -413,7 +454,7 @@ func (l *loop) refill() {
 func (l *loop) wait() {
 	timeout := 1000
 	for _, p := range l.active {
-		if !p.broken && (p.txHeld > 0 || p.fillHeld < l.fillFrames) {
+		if !p.broken && (p.txHeld > 0 || p.fillHeld < l.fill.base) {
 			timeout = 1
 			break
 		}
@@ -491,6 +532,7 @@ func (l *loop) removePort(id uint32) error {
 	lp := l.ports[id]
 	err := lp.sock.Close()
 	l.pool.reclaim(id)
+	l.fill.held(lp, -lp.fillHeld)
 	l.ports[id] = nil
 	l.active = without(l.active, lp)
 	if lp == l.uplink {
@@ -549,6 +591,7 @@ func (l *loop) close() error {
 				errs = append(errs, err)
 			}
 			l.pool.reclaim(p.id)
+			l.fill.held(p, -p.fillHeld)
 		}
 		l.active = nil
 		l.stop = true

@@ -22,11 +22,12 @@ import (
 )
 
 // DefaultFrames is the UMEM size of each queue: 32 MiB of 2 KiB frames,
-// enough for 96 ports at the default fill.
+// enough for 80 ports at the default fill.
 const DefaultFrames = 16384
 
-// DefaultFillFrames is each socket's share of frames for receiving: two
-// batches of slack before the kernel drops for want of a frame.
+// DefaultFillFrames is each socket's base share of frames for receiving.
+// A socket that receives traffic holds more, from the queue's burst pool
+// (see fillShare).
 const DefaultFillFrames = 128
 
 // xdpPacketHeadroom is the room the kernel keeps in front of a received
@@ -42,9 +43,11 @@ type Config struct {
 	Umem afxdp.UmemConfig
 	// RxRingSize and TxRingSize size each socket's rx and tx rings.
 	RxRingSize, TxRingSize int
-	// FillFrames is how many UMEM frames each socket holds for receiving.
-	// Together with the quarter of the UMEM kept for frames in flight it
-	// bounds how many ports a queue's UMEM can serve.
+	// FillFrames is how many UMEM frames each socket may always hold for
+	// receiving, its base share; sockets that receive traffic share an
+	// eighth of the UMEM beyond that. Together with the quarter of the
+	// UMEM kept for frames in flight it bounds how many ports a queue's
+	// UMEM can serve.
 	FillFrames int
 	// BindMode asks for zero-copy, copy, or whatever the device offers.
 	BindMode afxdp.Mode
@@ -89,10 +92,12 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// maxPorts is how many sockets a queue's UMEM can give fill frames to
-// while keeping a quarter of its frames for transmit and flood copies.
+// maxPorts is how many sockets a queue's UMEM can give their base fill
+// shares to while keeping a quarter of its frames for transmit and flood
+// copies and an eighth for the busy ports' bursts.
 func (c *Config) maxPorts() int {
-	return (c.Umem.NumFrames - c.Umem.NumFrames/4) / c.FillFrames
+	n := c.Umem.NumFrames
+	return (n - reserveFrames(n) - burstFrames(n)) / c.FillFrames
 }
 
 // Switch is the running dataplane. Its methods are safe for concurrent use.
@@ -185,7 +190,7 @@ func New(cfg Config) (*Switch, error) {
 		return nil, fmt.Errorf("fill frames %d exceed the fill ring size %d", cfg.FillFrames, cfg.Umem.FillRingSize)
 	}
 	if cfg.maxPorts() < 1 {
-		return nil, fmt.Errorf("%d frames per queue cannot serve one port with %d fill frames and a quarter kept in reserve", cfg.Umem.NumFrames, cfg.FillFrames)
+		return nil, fmt.Errorf("%d frames per queue cannot serve one port with %d fill frames and three eighths kept for transmit and bursts", cfg.Umem.NumFrames, cfg.FillFrames)
 	}
 	if room := cfg.Umem.FrameSize - xdpPacketHeadroom - cfg.Umem.Headroom; room < 1514 {
 		return nil, fmt.Errorf("frame size %d with headroom %d leaves %d bytes per frame, less than a 1514-byte Ethernet frame", cfg.Umem.FrameSize, cfg.Umem.Headroom, room)
@@ -202,7 +207,8 @@ func New(cfg Config) (*Switch, error) {
 		resolve:   make(chan [16]byte, 64),
 	}
 	for q := range cfg.Queues {
-		l, err := newLoop(q, cfg, s.broken, s.log)
+		fill := newFillShare(cfg.FillFrames, min(cfg.Umem.FillRingSize, cfg.RxRingSize), cfg.Umem.NumFrames)
+		l, err := newLoop(q, cfg, fill, s.broken, s.log)
 		if err == nil {
 			l.underlaySrc, l.resolve = &s.underlays, s.resolve
 		}

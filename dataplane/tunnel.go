@@ -34,13 +34,8 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 		return 0
 	}
 	var rxPackets, rxBytes uint64
-	for i := range n {
+	for i := range l.takeRx(p, n) {
 		d := l.rx[i]
-		if !l.pool.take(d.Addr, frameFill, p.id) {
-			p.ctr.drop(DropInvalidDesc)
-			continue
-		}
-		p.fillHeld--
 		f := l.umem.Bytes(d.Addr, int(d.Len))
 		meta, err := bpf.ParseUplinkMeta(l.umem.Meta(d.Addr, bpf.UplinkMetaSize))
 		if f == nil || err != nil {
@@ -63,7 +58,6 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 	l.tunnelDone(now)
 	p.ctr.rxPackets.Add(rxPackets)
 	p.ctr.rxBytes.Add(rxBytes)
-	l.flush()
 	return n
 }
 

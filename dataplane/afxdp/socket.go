@@ -413,6 +413,21 @@ func (s *Socket) TxPending() int {
 // mean "not now" (full device queue, full completion ring, device down):
 // the frames stay on the ring for the next Kick, and Kick returns nil. Other
 // errors (ENXIO: the device vanished) are returned.
+//
+// The sendto is made with RawSyscall6, without telling the Go scheduler
+// (entersyscall/exitsyscall). That is safe because an AF_XDP sendto with
+// MSG_DONTWAIT never waits for an event: the kernel refuses a blocking one
+// (EOPNOTSUPP), allocates its skbs without blocking and answers EAGAIN or
+// ENOBUFS instead of waiting for room. It can run long (copy mode
+// transmits the whole budget synchronously, a few µs a frame) and may
+// briefly sleep on the socket's mutex, but it always returns on its own.
+// Meanwhile the calling goroutine keeps its P: no other goroutine runs
+// in its place, which is what the switching loop wants. With the
+// scheduler told, a sendto longer than sysmon's 20 µs tick had the P
+// taken away and handed over, and the loop then waited for it to come
+// back after the syscall: thread handoffs and futex wake-ups on every
+// batch, and on a single-CPU daemon, delays of milliseconds while another
+// goroutine ran, during which the receive side ran out of frames.
 func (s *Socket) Kick() error {
 	t := s.tx
 	if t == nil {
@@ -423,7 +438,7 @@ func (s *Socket) Kick() error {
 		if s.needWakeup && !t.needsWakeup() {
 			return nil
 		}
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
 		default:
@@ -465,7 +480,8 @@ func (s *Socket) Wakeup() error {
 	if s.needWakeup && !s.fill.needsWakeup() {
 		return nil
 	}
-	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	// Non-blocking, like Kick's sendto, and raw for the same reasons.
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
 		return nil
