@@ -189,7 +189,6 @@ func (l *loop) run() {
 			// and frames.
 			l.reasm.Expire(time.Now())
 			l.expireFragments()
-			l.flush()
 			l.lastExpire = now
 		}
 		if now-l.rateStart >= rateWindow {
@@ -603,13 +602,21 @@ func (l *loop) close() error {
 	return errors.Join(errs...)
 }
 
-// flushRuleCounters publishes what the batch counted against rules.
+// flushRuleCounters publishes what the batch counted against rules: the
+// ports', and the networks' that frames enter by a local port or the
+// tunnel (a network may be flushed twice; a clean Flush costs a length
+// check).
 func (l *loop) flushRuleCounters() {
 	for _, p := range l.active {
 		p.rules.Flush()
+		if p.net != nil {
+			p.net.rules.Flush()
+		}
 	}
-	for _, n := range l.nets {
-		n.rules.Flush()
+	for _, n := range l.netByID {
+		if n != nil {
+			n.rules.Flush()
+		}
 	}
 }
 

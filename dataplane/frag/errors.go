@@ -1,5 +1,7 @@
 package frag
 
+import "sync/atomic"
+
 // Reason says why a fragment (or a whole datagram) was dropped. Every drop
 // either structure makes is counted under one reason.
 type Reason uint8
@@ -151,4 +153,16 @@ func addCounts(dst *map[string]uint64, src map[string]uint64) {
 	for k, v := range src {
 		(*dst)[k] += v
 	}
+}
+
+// reasonCounts is a map, by reason name, of the reasons whose count is not
+// zero: what Stats reports.
+func reasonCounts(c *[numReasons]atomic.Uint64) map[string]uint64 {
+	m := make(map[string]uint64)
+	for r := Reason(1); r < numReasons; r++ {
+		if n := c[r].Load(); n > 0 {
+			m[r.String()] = n
+		}
+	}
+	return m
 }

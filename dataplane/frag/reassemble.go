@@ -632,16 +632,8 @@ func (r *Reassembler) Stats() ReassemblyStats {
 		Joined:           c.joined.Load(),
 		Atomic:           c.atomic.Load(),
 		Duplicates:       c.duplicates.Load(),
-		Dropped:          make(map[string]uint64),
-		DroppedDatagrams: make(map[string]uint64),
-	}
-	for rs := Reason(1); rs < numReasons; rs++ {
-		if n := c.dropped[rs].Load(); n > 0 {
-			s.Dropped[rs.String()] = n
-		}
-		if n := c.droppedDatagrams[rs].Load(); n > 0 {
-			s.DroppedDatagrams[rs.String()] = n
-		}
+		Dropped:          reasonCounts(&c.dropped),
+		DroppedDatagrams: reasonCounts(&c.droppedDatagrams),
 	}
 	return s
 }

@@ -747,16 +747,8 @@ func (t *Tracker) Stats() TrackerStats {
 		Released:         c.released.Load(),
 		Completed:        c.completed.Load(),
 		Expired:          c.expired.Load(),
-		Dropped:          make(map[string]uint64),
-		DroppedDatagrams: make(map[string]uint64),
-	}
-	for r := Reason(1); r < numReasons; r++ {
-		if n := c.dropped[r].Load(); n > 0 {
-			s.Dropped[r.String()] = n
-		}
-		if n := c.droppedDatagrams[r].Load(); n > 0 {
-			s.DroppedDatagrams[r.String()] = n
-		}
+		Dropped:          reasonCounts(&c.dropped),
+		DroppedDatagrams: reasonCounts(&c.droppedDatagrams),
 	}
 	return s
 }
