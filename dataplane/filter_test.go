@@ -216,12 +216,13 @@ func TestFragmentsCrafted(t *testing.T) {
 	umem.NumFrames = 2048
 	sw := testSwitchConfig(t, Config{Umem: umem, FillFrames: 128, FragmentTimeout: 3 * time.Second}, "lan")
 	vmMAC := net.HardwareAddr{0x52, 0x54, 0, 0x89, 0, 2}
-	tap := plugTap(t, sw, "lan", PortOptions{Rules: ruleset(t, `
+	vmRules := ruleset(t, `
 default: deny
 rules:
   - {action: allow, direction: in, proto: udp, dst_ports: ["9000"]}
   - {action: allow, direction: out}
-`)})
+`)
+	tap := plugTap(t, sw, "lan", PortOptions{Rules: vmRules})
 	host := plug(t, sw, "lan", "10.89.0.1/24")[0]
 	vm, vmIP := tap.Files[0], net.ParseIP("10.89.0.2")
 	ok, denied := listenUDP(t, host, "10.89.0.1:9000"), listenUDP(t, host, "10.89.0.1:9001")
@@ -325,6 +326,44 @@ rules:
 			t.Errorf("%d fragments of a datagram with a tiny first fragment reached the host", got)
 		}
 	})
+	t.Run("port removed while holding", func(t *testing.T) {
+		data := payload(3000, 11)
+		fs := cut(vmIP, host.IP, ipProtoUDP, next(), udpDatagram4(9000, data), 1400)
+		gone := plugTap(t, sw, "lan", PortOptions{Rules: vmRules})
+		goneID := portID(sw, gone.Name)
+		for _, f := range []int{2, 1} {
+			if _, err := gone.Files[0].Write(ethFrame(host.MAC, vmMAC, etherTypeIPv4, fs[f])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testnet.Eventually(t, 2*time.Second, "the later fragments held", func() bool {
+			return sw.FragmentStats().HeldFrames == 2
+		})
+		evicted := sw.FragmentStats().DroppedDatagrams["evicted"]
+		if err := sw.RemovePort(gone.Name); err != nil {
+			t.Fatal(err)
+		}
+		if st := sw.FragmentStats(); st.HeldFrames != 0 || st.DroppedDatagrams["evicted"] != evicted+1 {
+			t.Errorf("after the port went: %d frames held, %d datagrams evicted, want 0 and %d",
+				st.HeldFrames, st.DroppedDatagrams["evicted"], evicted+1)
+		}
+		if _, err := sw.CheckFrames(); err != nil {
+			t.Fatal(err)
+		}
+		// The next port takes the freed id. The first fragment it sends
+		// must not complete the datagram the old port began.
+		heir := plugTap(t, sw, "lan", PortOptions{Rules: vmRules})
+		if id := portID(sw, heir.Name); id != goneID {
+			t.Fatalf("the new port has id %d, want the freed %d", id, goneID)
+		}
+		if _, err := heir.Files[0].Write(ethFrame(host.MAC, vmMAC, etherTypeIPv4, fs[0])); err != nil {
+			t.Fatal(err)
+		}
+		expectNone(ok, "the old port's fragments with the new port's first")
+		if err := sw.RemovePort(heir.Name); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("flood beyond the cap", func(t *testing.T) {
 		limit := sw.loops[0].filter.tracker.Config().MaxHeldFrames
 		// Later fragments whose first never comes: each waits in the
@@ -377,4 +416,11 @@ rules:
 		t.Errorf("port rules %+v", r.Ruleset)
 	}
 	t.Logf("tracker %+v", sw.FragmentStats())
+}
+
+// portID is the switch's number for a port.
+func portID(sw *Switch, name string) uint32 {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.ports[name].ID
 }

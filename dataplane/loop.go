@@ -534,6 +534,12 @@ func (l *loop) removePort(id uint32) error {
 	l.fill.held(lp, -lp.fillHeld)
 	l.ports[id] = nil
 	l.active = without(l.active, lp)
+	// The port's datagrams go with it: its id may be handed to another
+	// port, which must not inherit their verdicts or held fragments.
+	l.filter.given = l.filter.tracker.Forget(func(zone uint32) bool {
+		return zone&zonePortMask == id&zonePortMask
+	}, l.filter.given)
+	l.settle(nil)
 	if lp == l.uplink {
 		l.uplink = nil
 		return err

@@ -514,6 +514,28 @@ func (t *Tracker) Flush(out []Held) []Held {
 	return out
 }
 
+// Forget drops every datagram of the zones forget names: its held frames
+// go back (Drop, ReasonEvicted) and its verdict is forgotten. For a caller
+// whose zone stops meaning what it meant, such as a port that goes away
+// while its number may be handed to another.
+func (t *Tracker) Forget(forget func(zone uint32) bool, out []Held) []Held {
+	for _, l := range [...]*list{&t.pending, &t.decided} {
+		for i := l.head; i >= 0; {
+			next := t.ln.next[i]
+			if forget(t.idx.keys[i].Zone) {
+				if t.recs[i].state == statePending {
+					t.ctr.droppedDatagrams[ReasonEvicted].Add(1)
+					out = t.giveBack(i, Drop, ReasonEvicted, out)
+				}
+				t.release(i)
+			}
+			i = next
+		}
+	}
+	t.publish()
+	return out
+}
+
 // AppendHeld appends the frames the tracker holds to out (Action Hold),
 // without giving them back: for accounting checks that every frame is in
 // exactly one place.

@@ -47,6 +47,7 @@ type harness struct {
 	now  time.Time
 	next uint64
 	lent map[uint64]bool
+	zone uint32 // of the datagrams sent
 	out  []Held
 	back []Held // frames given back by the last call
 }
@@ -60,6 +61,7 @@ func newHarness(t testing.TB, cfg TrackerConfig) *harness {
 func (h *harness) send(p []byte, v Action) (Outcome, uint64) {
 	h.t.Helper()
 	in, err := Parse(p)
+	in.Key.Zone = h.zone
 	handle := h.next
 	h.next++
 	var o Outcome
@@ -205,6 +207,46 @@ func TestTrackerHeldTimeout(t *testing.T) {
 	h.expire(h.now.Add(5 * time.Second))
 	o, _ = h.send(frags[1], Allow)
 	want(t, o, Hold, ReasonNone)
+}
+
+// TestTrackerForget drops the datagrams of one zone, as the switch does
+// for a port that goes away, and leaves the others be.
+func TestTrackerForget(t *testing.T) {
+	h := newHarness(t, TrackerConfig{})
+	a, b, c := udpFrags4(20, 2000), udpFrags4(21, 2000), udpFrags4(22, 2000)
+	h.zone = 1
+	_, a2 := h.send(a[2], Allow)
+	_, a1 := h.send(a[1], Allow)
+	want(t, func() Outcome { o, _ := h.send(c[0], Deny); return o }(), Deny, ReasonNone)
+	h.zone = 2
+	_, b1 := h.send(b[1], Allow)
+
+	h.collect(h.tr.Forget(func(zone uint32) bool { return zone == 1 }, h.out[:0]))
+	if got := h.backed(Drop); len(got) != 2 || got[0] != a2 || got[1] != a1 || h.back[0].Reason != ReasonEvicted {
+		t.Fatalf("given back %+v, want frames %d and %d dropped as evicted", h.back, a2, a1)
+	}
+	if !h.lent[b1] {
+		t.Fatal("another zone's frame was given back")
+	}
+	if s := checkTracker(t, h.tr); s.DroppedDatagrams["evicted"] != 1 || s.Datagrams != 1 || s.Pending != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	// Zone 1 starts afresh: no verdict, nothing held.
+	h.zone = 1
+	o, _ := h.send(c[1], Allow)
+	want(t, o, Hold, ReasonNone)
+	o, _ = h.send(a[0], Allow)
+	want(t, o, Allow, ReasonNone)
+	if len(h.back) != 0 {
+		t.Fatalf("a forgotten frame came back: %+v", h.back)
+	}
+	// Zone 2 goes on as before.
+	h.zone = 2
+	o, _ = h.send(b[0], Deny)
+	want(t, o, Deny, ReasonNone)
+	if got := h.backed(Deny); len(got) != 1 || got[0] != b1 {
+		t.Fatalf("zone 2 released %+v, want frame %d denied", h.back, b1)
+	}
 }
 
 func TestTrackerOverlap(t *testing.T) {
