@@ -29,7 +29,7 @@ const (
 )
 
 func ingressZone(port uint32, ln *loopNet) uint32 {
-	return port&zonePortMask | (ln.id&0x7fff)<<16
+	return port&zonePortMask | (ln.id&maxNetworkID)<<16
 }
 
 func egressZone(port uint32) uint32 { return zoneEgress | port&zonePortMask }
@@ -225,7 +225,7 @@ func (l *loop) settle(locked *loopNet) {
 		ln := p.net
 		if p == l.uplink {
 			ln = nil
-			if n := int(h.Aux>>16) & 0x7fff; n < len(l.netByID) {
+			if n := int(h.Aux>>16) & maxNetworkID; n < len(l.netByID) {
 				ln = l.netByID[n]
 			}
 		}

@@ -288,6 +288,11 @@ func (s *Switch) removeVanished(match func(*Port) bool) {
 	}
 }
 
+// maxNetworkID is the largest network id: ids are never reused, so that
+// nothing keyed by one (fragment zones, the uplink's VNI map) can reach a
+// later network.
+const maxNetworkID = 0x7fff
+
 // AddNetwork creates an empty network.
 func (s *Switch) AddNetwork(name string) error {
 	s.mu.Lock()
@@ -300,6 +305,10 @@ func (s *Switch) AddNetwork(name string) error {
 	}
 	if _, ok := s.networks[name]; ok {
 		return existsf("network %q already exists", name)
+	}
+	if s.nextNetID > maxNetworkID {
+		// Fragment zones and held frames carry the id in 15 bits.
+		return unfitf("network %q: the switch has made %d networks, its most", name, maxNetworkID+1)
 	}
 	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port), id: s.nextNetID, rules: policy.NewTable(nil)}
 	s.nextNetID++
@@ -316,7 +325,11 @@ func (s *Switch) RemoveNetwork(name string) error {
 		return notFoundf("no network %q", name)
 	}
 	if len(n.ports) > 0 {
-		return fmt.Errorf("network %q still has ports %v", name, slices.Sorted(maps.Keys(n.ports)))
+		return inUsef("network %q still has ports %v", name, slices.Sorted(maps.Keys(n.ports)))
+	}
+	if n.tunnel != nil {
+		// The uplink and the loops keep the network for its VNI.
+		return inUsef("network %q carries VXLAN VNI %d", name, n.tunnel.vni)
 	}
 	delete(s.networks, name)
 	return nil

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -554,4 +555,34 @@ func TestRuntsAndTruncatedDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	readFrame(t, tap.Files[0], func(f []byte) bool { _, ok := arpReplyFrom(f, host.IP); return ok })
+}
+
+// TestRemoveNetwork removes networks that are empty and refuses the
+// others; a network made again gets a new id, never a removed one's.
+func TestRemoveNetwork(t *testing.T) {
+	sw := testSwitch(t, "lan", "gone")
+	first := sw.networks["gone"].id
+	if err := sw.RemoveNetwork("gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.AddNetwork("gone"); err != nil {
+		t.Fatal(err)
+	}
+	if id := sw.networks["gone"].id; id == first {
+		t.Errorf("network made again has the removed one's id %d", id)
+	}
+	if err := sw.RemoveNetwork("nonesuch"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("removing an unknown network: %v, want ErrNotFound", err)
+	}
+	plug(t, sw, "lan", "10.77.0.1/24")
+	if err := sw.RemoveNetwork("lan"); !errors.Is(err, ErrInUse) {
+		t.Errorf("removing a network with a port: %v, want ErrInUse", err)
+	}
+	// Ids run out rather than wrap around.
+	sw.mu.Lock()
+	sw.nextNetID = maxNetworkID + 1
+	sw.mu.Unlock()
+	if err := sw.AddNetwork("one-too-many"); !errors.Is(err, ErrUnfit) {
+		t.Errorf("a network beyond the last id: %v, want ErrUnfit", err)
+	}
 }

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -78,6 +79,9 @@ func vxlanInterop(t *testing.T, local, remote string, bits, mtu int) {
 	}
 	if err := sw.SetVXLAN("iso", 42, nil); err == nil {
 		t.Error("a VNI taken twice was accepted")
+	}
+	if err := sw.RemoveNetwork("iso"); !errors.Is(err, ErrInUse) {
+		t.Errorf("removing a network that carries a VNI: %v, want ErrInUse", err)
 	}
 	h := plug(t, sw, "ov", "10.97.0.1/24")[0]
 	// The second VNI's local host has the same address: a frame crossing
