@@ -39,6 +39,9 @@ var state = vmctltest.State{
 		{Network: "lan", MAC: "52:54:00:00:00:02", Port: "uplink0", AgeSeconds: 75, VTEP: "192.0.2.7"},
 		{Network: "dmz", MAC: "52:54:00:00:00:03", Port: "tap9", AgeSeconds: 0},
 	},
+	Fragments: api.Fragments{Datagrams: 2, Pending: 1, HeldFrames: 3, HeldBytes: 4500, Fragments: 40, Firsts: 10,
+		Allowed: 25, Denied: 6, Held: 12, Released: 9, Dropped: map[string]uint64{"overlap": 2, "timed_out": 0}},
+	Reassembly: api.Reassembly{Datagrams: 1, Bytes: 1400, Fragments: 8, Reassembled: 3, Dropped: map[string]uint64{"timed_out": 1}},
 	Leases: []api.Lease{
 		{Network: "lan", MAC: "52:54:00:00:00:01", IP: "10.0.0.100", Hostname: "web1", State: "bound", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Network: "dmz", MAC: "52:54:00:00:00:03", IP: "10.9.0.100", State: "offered", Expires: time.Date(2030, 1, 2, 3, 5, 0, 0, time.UTC)},

@@ -8,7 +8,8 @@ import (
 )
 
 // stats shows per-port counters and drops, the kernel's counts of the
-// ports' AF_XDP sockets, and per-network FDB and DHCP counts.
+// ports' AF_XDP sockets, per-network FDB and DHCP counts, and the
+// switch's fragment tracking and tunnel reassembly.
 func stats(e *env, args []string) error {
 	fs := e.flags("stats")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
@@ -54,7 +55,22 @@ func stats(e *env, args []string) error {
 			n.Name, strconv.Itoa(len(n.Ports)), strconv.Itoa(f.Entries), u(f.Learned), u(f.Moved), u(f.Aged), u(f.Full), dhcp(n.DHCP),
 		})
 	}
-	return e.table([]string{"NETWORK", "PORTS", "MACS", "LEARNED", "MOVED", "AGED", "FULL", "DHCP"}, rows)
+	if err := e.table([]string{"NETWORK", "PORTS", "MACS", "LEARNED", "MOVED", "AGED", "FULL", "DHCP"}, rows); err != nil {
+		return err
+	}
+	// Fragments of datagrams that met rules, and the tunnel's outer
+	// fragments: where a fragmented datagram that never arrived went.
+	fmt.Fprintln(e.stdout)
+	f := st.Fragments
+	if err := e.table([]string{"FRAGMENTS", "TAKEN IN", "DATAGRAMS", "WAITING", "HELD NOW", "FIRSTS", "ALLOWED", "DENIED", "HELD", "RELEASED", "DROPPED"},
+		[][]string{{"under rules", u(f.Fragments), strconv.Itoa(f.Datagrams), strconv.Itoa(f.Pending), strconv.Itoa(f.HeldFrames),
+			u(f.Firsts), u(f.Allowed), u(f.Denied), u(f.Held), u(f.Released), counts(f.Dropped)}}); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout)
+	r := st.Reassembly
+	return e.table([]string{"FRAGMENTS", "TAKEN IN", "DATAGRAMS", "BYTES HELD", "REASSEMBLED", "DROPPED"},
+		[][]string{{"of tunnels", u(r.Fragments), strconv.Itoa(r.Datagrams), strconv.Itoa(r.Bytes), u(r.Reassembled), counts(r.Dropped)}})
 }
 
 // dhcp shows a DHCP server's non-zero counters, "-" for no server.

@@ -20,11 +20,18 @@ tap1  0                  0             0                0              0        
 NETWORK  PORTS  MACS  LEARNED  MOVED  AGED  FULL  DHCP
 lan      2      3     5        1      2     0     ack=2,discover=2,offer=2,request=2
 dmz      0      0     0        0      0     4     -
+
+FRAGMENTS    TAKEN IN  DATAGRAMS  WAITING  HELD NOW  FIRSTS  ALLOWED  DENIED  HELD  RELEASED  DROPPED
+under rules  40        2          1        3         10      25       6       12    9         overlap=2
+
+FRAGMENTS   TAKEN IN  DATAGRAMS  BYTES HELD  REASSEMBLED  DROPPED
+of tunnels  8         1          1400        3            timed_out=1
 `
 	if out := mustVmctl(t, a.Socket, "stats"); out != want {
 		t.Fatalf("stats:\n%s\nwant:\n%s", out, want)
 	}
-	wantJSON(t, mustVmctl(t, a.Socket, "stats", "--json"), api.Stats{Ports: state.Ports, Networks: state.Networks})
+	wantJSON(t, mustVmctl(t, a.Socket, "stats", "--json"), api.Stats{Ports: state.Ports, Networks: state.Networks,
+		Fragments: state.Fragments, Reassembly: state.Reassembly})
 
 	if got := dhcp(&api.DHCPStats{}); got != "none yet" {
 		t.Errorf("dhcp of a quiet server: %q", got)

@@ -30,6 +30,9 @@ type State struct {
 	Leases   []api.Lease
 	// Rules are the rules in force, by "networks/NAME" and "ports/NAME".
 	Rules map[string]api.Rules
+	// Fragments and Reassembly are the switch-wide counts in /v1/stats.
+	Fragments  api.Fragments
+	Reassembly api.Reassembly
 }
 
 // API is a fake xdpswitchd API. Ports added through it must name a network
@@ -123,7 +126,8 @@ func NewAPI(t testing.TB, st State) *API {
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		reply(w, http.StatusOK, api.Stats{Ports: nonNil(a.state.Ports), Networks: nonNil(a.state.Networks)})
+		reply(w, http.StatusOK, api.Stats{Ports: nonNil(a.state.Ports), Networks: nonNil(a.state.Networks),
+			Fragments: a.state.Fragments, Reassembly: a.state.Reassembly})
 	})
 	for _, kind := range []string{"networks", "ports"} {
 		mux.HandleFunc("/v1/"+kind+"/{name}/rules", func(w http.ResponseWriter, r *http.Request) { a.rules(w, r, kind) })
