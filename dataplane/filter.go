@@ -252,6 +252,37 @@ func (l *loop) settle(locked *loopNet) {
 	l.filter.given = l.filter.given[:0]
 }
 
+// rulesChanged lets the fragments held for stages that no longer have
+// rules go on. Their first fragments now pass unjudged, so nothing would
+// give them a verdict: they are allowed, as the first fragments are.
+func (l *loop) rulesChanged() {
+	l.filter.given = l.filter.tracker.Forget(func(zone uint32) bool { return !l.zoneHasRules(zone) }, frag.Allow, l.filter.given)
+	l.settle(nil)
+}
+
+// zoneHasRules tells whether the stage of a fragment zone has rules now.
+func (l *loop) zoneHasRules(zone uint32) bool {
+	id := zone & zonePortMask
+	if int(id) >= len(l.ports) || l.ports[id] == nil {
+		return false
+	}
+	p := l.ports[id]
+	if hasRules(p.rules) {
+		return true // the egress stage, or the ingress stage's port half
+	}
+	if zone&zoneEgress != 0 {
+		return false
+	}
+	ln := p.net
+	if p == l.uplink {
+		ln = nil
+		if n := int(zone>>16) & maxNetworkID; n < len(l.netByID) {
+			ln = l.netByID[n]
+		}
+	}
+	return ln != nil && hasRules(ln.rules)
+}
+
 // expireFragments gives up on datagrams whose first fragment never came.
 func (l *loop) expireFragments() {
 	l.filter.given = l.filter.tracker.Expire(time.Now(), l.filter.given)

@@ -364,6 +364,35 @@ rules:
 			t.Fatal(err)
 		}
 	})
+	t.Run("rules removed while holding", func(t *testing.T) {
+		data := payload(3000, 12)
+		fs := cut(vmIP, host.IP, ipProtoUDP, next(), udpDatagram4(9000, data), 1400)
+		ruled := plugTap(t, sw, "lan", PortOptions{Rules: vmRules})
+		defer sw.RemovePort(ruled.Name)
+		for _, f := range []int{2, 1} {
+			if _, err := ruled.Files[0].Write(ethFrame(host.MAC, vmMAC, etherTypeIPv4, fs[f])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testnet.Eventually(t, 2*time.Second, "the later fragments held", func() bool {
+			return sw.FragmentStats().HeldFrames == 2
+		})
+		// Without rules the first fragment passes unjudged: the held ones
+		// must not wait for a verdict that never comes. (The host's MAC
+		// is not learned, so they are flooded on, and the first tap's
+		// egress stage holds its copies until the first fragment.)
+		released := sw.FragmentStats().Released
+		if err := sw.SetPortRules(ruled.Name, nil); err != nil {
+			t.Fatal(err)
+		}
+		if st := sw.FragmentStats(); st.Released != released+2 {
+			t.Errorf("%d frames released when the rules went, want 2", st.Released-released)
+		}
+		if _, err := ruled.Files[0].Write(ethFrame(host.MAC, vmMAC, etherTypeIPv4, fs[0])); err != nil {
+			t.Fatal(err)
+		}
+		expect(ok, data, "held fragments after the rules went, and the first")
+	})
 	t.Run("flood beyond the cap", func(t *testing.T) {
 		limit := sw.loops[0].filter.tracker.Config().MaxHeldFrames
 		// Later fragments whose first never comes: each waits in the

@@ -538,7 +538,7 @@ func (l *loop) removePort(id uint32) error {
 	// port, which must not inherit their verdicts or held fragments.
 	l.filter.given = l.filter.tracker.Forget(func(zone uint32) bool {
 		return zone&zonePortMask == id&zonePortMask
-	}, l.filter.given)
+	}, frag.Drop, l.filter.given)
 	l.settle(nil)
 	if lp == l.uplink {
 		l.uplink = nil

@@ -84,6 +84,7 @@ func (s *Switch) SetPortRules(port string, rs *policy.Ruleset) error {
 		if int(p.ID) < len(l.ports) && l.ports[p.ID] != nil {
 			l.ports[p.ID].rules.Begin()
 		}
+		l.rulesChanged()
 	})
 }
 

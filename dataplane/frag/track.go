@@ -514,18 +514,25 @@ func (t *Tracker) Flush(out []Held) []Held {
 	return out
 }
 
-// Forget drops every datagram of the zones forget names: its held frames
-// go back (Drop, ReasonEvicted) and its verdict is forgotten. For a caller
-// whose zone stops meaning what it meant, such as a port that goes away
-// while its number may be handed to another.
-func (t *Tracker) Forget(forget func(zone uint32) bool, out []Held) []Held {
+// Forget ends the datagrams of the zones forget names and forgets their
+// verdicts. Their held frames go back with action a: Drop (counted as
+// evicted) for a zone that goes away, such as a removed port whose number
+// may be handed to another; Allow for a zone whose rules are gone, whose
+// fragments nothing judges any more.
+func (t *Tracker) Forget(forget func(zone uint32) bool, a Action, out []Held) []Held {
+	r := ReasonNone
+	if a != Allow && a != Deny {
+		a, r = Drop, ReasonEvicted
+	}
 	for _, l := range [...]*list{&t.pending, &t.decided} {
 		for i := l.head; i >= 0; {
 			next := t.ln.next[i]
 			if forget(t.idx.keys[i].Zone) {
 				if t.recs[i].state == statePending {
-					t.ctr.droppedDatagrams[ReasonEvicted].Add(1)
-					out = t.giveBack(i, Drop, ReasonEvicted, out)
+					if a == Drop {
+						t.ctr.droppedDatagrams[r].Add(1)
+					}
+					out = t.giveBack(i, a, r, out)
 				}
 				t.release(i)
 			}

@@ -221,7 +221,7 @@ func TestTrackerForget(t *testing.T) {
 	h.zone = 2
 	_, b1 := h.send(b[1], Allow)
 
-	h.collect(h.tr.Forget(func(zone uint32) bool { return zone == 1 }, h.out[:0]))
+	h.collect(h.tr.Forget(func(zone uint32) bool { return zone == 1 }, Drop, h.out[:0]))
 	if got := h.backed(Drop); len(got) != 2 || got[0] != a2 || got[1] != a1 || h.back[0].Reason != ReasonEvicted {
 		t.Fatalf("given back %+v, want frames %d and %d dropped as evicted", h.back, a2, a1)
 	}
@@ -246,6 +246,18 @@ func TestTrackerForget(t *testing.T) {
 	want(t, o, Deny, ReasonNone)
 	if got := h.backed(Deny); len(got) != 1 || got[0] != b1 {
 		t.Fatalf("zone 2 released %+v, want frame %d denied", h.back, b1)
+	}
+
+	// A zone whose rules are gone: its held frames go on, allowed.
+	h.zone = 3
+	d := udpFrags4(23, 2000)
+	_, d1 := h.send(d[1], Allow)
+	h.collect(h.tr.Forget(func(zone uint32) bool { return zone == 3 }, Allow, h.out[:0]))
+	if got := h.backed(Allow); len(got) != 1 || got[0] != d1 || h.back[0].Reason != ReasonNone {
+		t.Fatalf("given back %+v, want frame %d allowed", h.back, d1)
+	}
+	if s := checkTracker(t, h.tr); s.Pending != 1 || s.Released != 2 { // zone 1 waits for c[0]
+		t.Fatalf("stats %+v", s)
 	}
 }
 
