@@ -377,12 +377,24 @@ rules:
 		testnet.Eventually(t, 2*time.Second, "the later fragments held", func() bool {
 			return sw.FragmentStats().HeldFrames == 2
 		})
-		// Without rules the first fragment passes unjudged: the held ones
-		// must not wait for a verdict that never comes. (The host's MAC
-		// is not learned, so they are flooded on, and the first tap's
-		// egress stage holds its copies until the first fragment.)
+		// The network's rules keep the ingress stage judging when the
+		// port's go.
+		if err := sw.SetNetworkRules("lan", ruleset(t, `rules: [{action: allow, proto: udp}]`)); err != nil {
+			t.Fatal(err)
+		}
+		defer sw.SetNetworkRules("lan", nil)
 		released := sw.FragmentStats().Released
 		if err := sw.SetPortRules(ruled.Name, nil); err != nil {
+			t.Fatal(err)
+		}
+		if st := sw.FragmentStats(); st.Released != released || st.HeldFrames != 2 {
+			t.Errorf("with the network's rules left: %d frames released, %d held, want 0 and 2", st.Released-released, st.HeldFrames)
+		}
+		// Without any rules the first fragment passes unjudged: the held
+		// ones must not wait for a verdict that never comes. (The host's
+		// MAC is not learned, so they are flooded on, and the first tap's
+		// egress stage holds its copies until the first fragment.)
+		if err := sw.SetNetworkRules("lan", nil); err != nil {
 			t.Fatal(err)
 		}
 		if st := sw.FragmentStats(); st.Released != released+2 {

@@ -58,6 +58,7 @@ func (s *Switch) SetNetworkRules(network string, rs *policy.Ruleset) error {
 		if ln := l.nets[n]; ln != nil {
 			ln.rules.Begin()
 		}
+		l.rulesChanged()
 	})
 }
 
