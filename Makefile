@@ -39,7 +39,7 @@ build:
 test: deps lint unit fuzz
 
 unit:
-	$(GO) test -count=1 -p 1 -timeout 40m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 40m ./...
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
 	clang llvm libbpf-dev linux-libc-dev # make generate, and the test that the BPF objects are fresh
+	gcc libc6-dev                         # cgo, which the race detector in make test needs
 	iproute2 iputils-ping arping ethtool  # test namespaces and their hosts
 	busybox-static                        # udhcpc in tests, and the guests' userland
 	qemu-system-x86                       # guests for the VM tests and the demo
