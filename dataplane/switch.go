@@ -308,7 +308,7 @@ func (s *Switch) AddNetwork(name string) error {
 	}
 	if s.nextNetID > maxNetworkID {
 		// Fragment zones and held frames carry the id in 15 bits.
-		return unfitf("network %q: the switch has made %d networks, its most", name, maxNetworkID+1)
+		return unfitf("network %q: all %d network ids are used (ids are not reused)", name, maxNetworkID+1)
 	}
 	s.networks[name] = &Network{Name: name, fdb: NewFDB(s.cfg.FDBMaxEntries, s.cfg.FDBAging), ports: make(map[string]*Port), id: s.nextNetID, rules: policy.NewTable(nil)}
 	s.nextNetID++
