@@ -2,12 +2,18 @@ package bench
 
 import (
 	"context"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
+	"github.com/xdpswitch/xdpswitch/policy"
 )
 
 // The benchmark's own plumbing, checked for correctness only: the
@@ -155,6 +161,7 @@ func TestGeneratorSinkXdpswitchd(t *testing.T) {
 		{Mode: ModePlain, Size: 64, PortCount: 2},
 		{Mode: ModePlain, Size: 1518, PortCount: 3},
 		{Mode: ModePlain, Size: 64, PortCount: 2, FDB: 100},
+		{Mode: ModePlain, Size: 64, PortCount: 2, Rules: 1000}, // none matches: every frame arrives
 	} {
 		t.Run(sc.String(), func(t *testing.T) {
 			gen, sink := plumb(t, ctx, env, Daemon{}, sc)
@@ -198,5 +205,40 @@ func TestFrames(t *testing.T) {
 	}
 	if ipChecksum(b[14:34]) != 0 || ipChecksum(b[64:84]) != 0 {
 		t.Fatal("IPv4 checksums do not verify")
+	}
+}
+
+// TestRuleLines checks the rules scaling runs' rules: valid, as many as
+// asked, and none matching the benchmark's frames either way, which the
+// default must allow.
+func TestRuleLines(t *testing.T) {
+	const n = 2000
+	var rs policy.Ruleset
+	doc := "default: allow\nrules:\n  - " + strings.Join(ruleLines(n), "\n  - ") + "\n"
+	if err := yaml.Unmarshal([]byte(doc), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.CheckNetwork(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := policy.Compile(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != n {
+		t.Fatalf("%d rules, want %d", c.Len(), n)
+	}
+	for _, f := range []struct {
+		src, dst     netip.Addr
+		sport, dport uint16
+	}{{hostSrcIP, hostDstIP, benchSport, benchPort}, {hostDstIP, hostSrcIP, benchSport, learnPort}} {
+		p := policy.Packet{Dir: policy.Both, Proto: policy.ProtoUDP, SrcPort: f.sport, DstPort: f.dport}
+		p.SetAddrs(f.src, f.dst)
+		if a, r := c.Match(&p); a != policy.Allow || r != -1 {
+			t.Errorf("%v -> %v: rule %d (%v) matched, want none", f.src, f.dst, r, a)
+		}
+	}
+	if !slices.Equal(ruleLines(n), ruleLines(n)) {
+		t.Error("the rules differ from one call to the next")
 	}
 }

@@ -333,6 +333,12 @@ func DaemonConfig(t *Topo, dir string, fillFrames int) string {
 	if t.Uplink != "" {
 		fmt.Fprintf(&b, "    vxlan:\n      vni: %d\n      remotes: [%s]\n", benchVNI, remoteVTEP)
 	}
+	if t.Rules > 0 {
+		b.WriteString("    rules:\n      default: allow\n      rules:\n")
+		for _, l := range ruleLines(t.Rules) {
+			fmt.Fprintf(&b, "        - %s\n", l)
+		}
+	}
 	return b.String()
 }
 

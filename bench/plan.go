@@ -21,8 +21,11 @@ type Plan struct {
 	// FDBSizes, PortCounts: the scaling runs (64-byte frames, the
 	// candidates that have an FDB and ports). VXLAN adds encap and decap
 	// runs. ScaleRounds is their number of rounds.
-	FDBSizes    []int
-	PortCounts  []int
+	FDBSizes   []int
+	PortCounts []int
+	// RuleCounts are the rules scaling runs (xdpswitchd only; none
+	// matches the traffic); the main run is the point without rules.
+	RuleCounts  []int
 	VXLAN       bool
 	ScaleRounds int
 	Opt         Options
@@ -32,7 +35,7 @@ type Plan struct {
 
 // Step is one planned run.
 type Step struct {
-	Group     string // "main", "fdb", "ports", "vxlan"
+	Group     string // "main", "fdb", "ports", "rules", "vxlan"
 	Candidate Candidate
 	Scenario  Scenario
 	Round     int
@@ -83,6 +86,13 @@ func (p Plan) Steps() []Step {
 				}
 			}
 		}
+		for _, n := range p.RuleCounts {
+			for _, c := range rotate(p.Candidates, r) {
+				if _, ok := c.(Daemon); ok {
+					steps = append(steps, Step{"rules", c, Scenario{Mode: ModePlain, Size: p.CPUSize, PortCount: 2, Rules: n}, r, p.ScaleOpt})
+				}
+			}
+		}
 		if p.VXLAN {
 			for _, mode := range []string{ModeEncap, ModeDecap} {
 				for _, c := range rotate(p.Candidates, r) {
@@ -120,6 +130,6 @@ func (p Plan) Execute(ctx context.Context, env *Env) []Result {
 
 // String summarizes the plan.
 func (p Plan) String() string {
-	return fmt.Sprintf("%d candidates, sizes %v, %d rounds; scaling: fdb %v, ports %v, vxlan %v, %d rounds",
-		len(p.Candidates), p.Sizes, p.Rounds, p.FDBSizes, p.PortCounts, p.VXLAN, p.ScaleRounds)
+	return fmt.Sprintf("%d candidates, sizes %v, %d rounds; scaling: fdb %v, ports %v, rules %v, vxlan %v, %d rounds",
+		len(p.Candidates), p.Sizes, p.Rounds, p.FDBSizes, p.PortCounts, p.RuleCounts, p.VXLAN, p.ScaleRounds)
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -427,6 +428,32 @@ func (r *Report) writeScaling(b *strings.Builder) {
 	table("Scaling with the number of ports (idle ports beyond A and B)", "ports", r.plan.PortCounts, func(n int) Scenario {
 		return Scenario{Mode: ModePlain, Size: r.CPUSize, PortCount: n}
 	})
+	if d := (Daemon{}).Name(); len(r.plan.RuleCounts) > 0 && slices.Contains(r.candidates(), d) {
+		w("## Rules in the switch (%s, %d-byte frames)\n\n", d, r.CPUSize)
+		w("The network has this many rules (`bench/rules.go`), none matching the traffic: every frame is looked up in full and the default allows it. \"None\" is the main run.\n\n")
+		w("| rules | delivered kpps | ÷ none | process ns/frame at %.0f frames/s | Δ vs none |\n|---|---|---|---|---|\n", r.CPURate)
+		base := mainSc(r.CPUSize)
+		basePPS, baseNs := r.med(d, base, maxPPS), r.cpu(d, base).Switch
+		for _, n := range append([]int{0}, r.plan.RuleCounts...) {
+			sc := base
+			sc.Rules = n
+			name := strconv.Itoa(n)
+			if n == 0 {
+				name = "none"
+			}
+			if len(r.ok(d, sc)) == 0 {
+				why := r.failure(d, sc)
+				if why == "" {
+					why = "not run"
+				}
+				w("| %s | %s | | | |\n", name, esc(firstLine(why)))
+				continue
+			}
+			pps, ns := r.med(d, sc, maxPPS), r.cpu(d, sc).Switch
+			w("| %s | %s | %s | %s | %s |\n", name, kpps(pps), ratio(pps, basePPS), f0(ns), f0(ns-baseNs))
+		}
+		w("\n")
+	}
 	if r.plan.VXLAN {
 		w("## VXLAN encap and decap vs plain switching (%d-byte inner frames)\n\n", r.CPUSize)
 		w("| candidate | mode | delivered kpps | Δ tasks ns/frame | process ns/frame |\n|---|---|---|---|---|\n")
@@ -574,6 +601,10 @@ func LoadReport(path string) (*Report, error) {
 		switch {
 		case s.Mode != ModePlain:
 			p.VXLAN = true
+		case s.Rules > 0:
+			if !slices.Contains(p.RuleCounts, s.Rules) {
+				p.RuleCounts = append(p.RuleCounts, s.Rules)
+			}
 		case s.FDB > 0:
 			if !slices.Contains(p.FDBSizes, s.FDB) {
 				p.FDBSizes = append(p.FDBSizes, s.FDB)
@@ -593,6 +624,7 @@ func LoadReport(path string) (*Report, error) {
 	}
 	slices.Sort(p.FDBSizes)
 	slices.Sort(p.PortCounts)
+	slices.Sort(p.RuleCounts)
 	r.plan = p
 	return r, nil
 }

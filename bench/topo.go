@@ -26,6 +26,9 @@ type Scenario struct {
 	// PortCount is the number of switch ports (2 and more; the ones
 	// beyond A and B are idle veth ends).
 	PortCount int
+	// Rules is how many rules the switch's network has (xdpswitchd only;
+	// see ruleLines): none matches, so every frame is looked up in full.
+	Rules int
 }
 
 // The scenario modes.
@@ -42,6 +45,9 @@ func (s Scenario) String() string {
 	}
 	if s.PortCount > 2 {
 		str += fmt.Sprintf(" ports=%d", s.PortCount)
+	}
+	if s.Rules > 0 {
+		str += fmt.Sprintf(" rules=%d", s.Rules)
 	}
 	return str
 }

@@ -35,6 +35,7 @@ func run() int {
 	rounds := flag.Int("rounds", 3, "rounds of the main comparison")
 	scaleRounds := flag.Int("scale-rounds", 2, "rounds of the scaling runs")
 	fdb := flag.String("fdb", "1,1000,10000,100000", "FDB sizes (MACs per side) for the scaling runs; empty for none")
+	rules := flag.String("rules", "100,1000,10000", "network rule counts for xdpswitchd's scaling runs (none matches the traffic); empty for none")
 	ports := flag.String("ports", "2,8,32,64", "port counts for the scaling runs; empty for none")
 	vxlan := flag.Bool("vxlan", true, "VXLAN encap/decap runs")
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "warm-up before each measured window")
@@ -132,7 +133,7 @@ func run() int {
 	}
 	plan := bench.Plan{
 		Candidates: cands, Sizes: ints(*sizes), Rounds: *rounds, CPUSize: 64,
-		FDBSizes: ints(*fdb), PortCounts: ints(*ports), VXLAN: *vxlan, ScaleRounds: *scaleRounds,
+		FDBSizes: ints(*fdb), PortCounts: ints(*ports), RuleCounts: ints(*rules), VXLAN: *vxlan, ScaleRounds: *scaleRounds,
 		Opt: opt,
 	}
 	plan.ScaleOpt = opt
@@ -143,7 +144,7 @@ func run() int {
 		plan.Opt, plan.ScaleOpt = q, q
 		plan.ScaleOpt.Load80 = false
 		plan.Sizes, plan.Rounds, plan.ScaleRounds = []int{64}, 1, 1
-		plan.FDBSizes, plan.PortCounts = []int{100}, []int{4}
+		plan.FDBSizes, plan.PortCounts, plan.RuleCounts = []int{100}, []int{4}, []int{1000}
 	}
 	env := &bench.Env{TempDir: tmp, Daemon: bin, SwitchCPU: *switchCPU, OVSPMDSleep: *ovsSleep, DaemonFillFrames: *fill, Log: logf}
 	if bin == "" {
