@@ -198,11 +198,7 @@ func (l *loop) settle(locked *loopNet) {
 		if !l.pool.unhold(h.Handle) {
 			continue // not a frame the tracker was given: never expected
 		}
-		id := h.Aux & zonePortMask
-		var p *loopPort
-		if int(id) < len(l.ports) {
-			p = l.ports[id]
-		}
+		p := l.zonePort(h.Aux)
 		if h.Action != frag.Allow || p == nil || p.broken {
 			if p != nil {
 				if h.Action == frag.Deny {
@@ -222,13 +218,7 @@ func (l *loop) settle(locked *loopNet) {
 			l.enqueue(p, d)
 			continue
 		}
-		ln := p.net
-		if p == l.uplink {
-			ln = nil
-			if n := int(h.Aux>>16) & maxNetworkID; n < len(l.netByID) {
-				ln = l.netByID[n]
-			}
-		}
+		ln := l.zoneNet(p, h.Aux)
 		if ln == nil {
 			p.ctr.drop(DropUnknownVNI)
 			l.pool.release(d.Addr)
@@ -262,25 +252,37 @@ func (l *loop) rulesChanged() {
 
 // zoneHasRules tells whether the stage of a fragment zone has rules now.
 func (l *loop) zoneHasRules(zone uint32) bool {
-	id := zone & zonePortMask
-	if int(id) >= len(l.ports) || l.ports[id] == nil {
+	p := l.zonePort(zone)
+	switch {
+	case p == nil:
 		return false
-	}
-	p := l.ports[id]
-	if hasRules(p.rules) {
+	case hasRules(p.rules):
 		return true // the egress stage, or the ingress stage's port half
-	}
-	if zone&zoneEgress != 0 {
+	case zone&zoneEgress != 0:
 		return false
 	}
-	ln := p.net
-	if p == l.uplink {
-		ln = nil
-		if n := int(zone>>16) & maxNetworkID; n < len(l.netByID) {
-			ln = l.netByID[n]
-		}
-	}
+	ln := l.zoneNet(p, zone)
 	return ln != nil && hasRules(ln.rules)
+}
+
+// zonePort is the port of a fragment zone, nil when it is gone.
+func (l *loop) zonePort(zone uint32) *loopPort {
+	if id := zone & zonePortMask; int(id) < len(l.ports) {
+		return l.ports[id]
+	}
+	return nil
+}
+
+// zoneNet is the network of port p's ingress zone: the port's own, or
+// for the uplink the one the zone names; nil when it is gone.
+func (l *loop) zoneNet(p *loopPort, zone uint32) *loopNet {
+	if p != l.uplink {
+		return p.net
+	}
+	if n := int(zone>>16) & maxNetworkID; n < len(l.netByID) {
+		return l.netByID[n]
+	}
+	return nil
 }
 
 // expireFragments gives up on datagrams whose first fragment never came.
