@@ -104,3 +104,33 @@ const (
 	exactPerKey = 64
 	exactRoot   = 12
 )
+
+// rootStride0 is the smallest root stride worth trying for a trie of n
+// boundaries: a slot for every keysPerSlot of them.
+func rootStride0(n int) uint { return max(1, uint(bits.Len(uint(n/keysPerSlot)))-1) }
+
+// chooseShape builds a trie (with fits, which reports whether the result
+// is within bounds) at the fewest levels that fit, and of the root strides
+// from s0 to last the one whose trie takes the least memory (size). One
+// or maxLevels levels take no root stride; maxLevels is taken whether it
+// fits or not. The trie is left built as chosen.
+func chooseShape(s0, last uint, fits func(levels int, rootStride uint) bool, size func() int) {
+	for levels := 1; ; levels++ {
+		if levels == 1 || levels == maxLevels {
+			if fits(levels, 0) || levels == maxLevels {
+				return
+			}
+			continue
+		}
+		most, stride := -1, uint(0)
+		for s := s0; s <= last; s++ {
+			if fits(levels, s) && (most < 0 || size() < most) {
+				most, stride = size(), s
+			}
+		}
+		if most >= 0 {
+			fits(levels, stride)
+			return
+		}
+	}
+}

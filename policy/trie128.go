@@ -203,25 +203,8 @@ func (b *builder128) add(keys []u128, vals []uint32) trie128 {
 		root = tb.block(1, n, 0)
 		return len(b.nodes)-start <= slotsPerKey*n+1024 && tb.deeper() <= n/deepShare
 	}
-	for levels := 1; ; levels++ {
-		if levels == 1 || levels == maxLevels {
-			if fits(levels, 0) || levels == maxLevels {
-				break
-			}
-			continue
-		}
-		most, stride := -1, uint(0)
-		s0 := max(1, uint(bits.Len(uint(n/keysPerSlot)))-1)
-		for s := s0; s <= min(maxStride, s0+rootTries); s++ {
-			if fits(levels, s) && (most < 0 || len(b.nodes)-start < most) {
-				most, stride = len(b.nodes)-start, s
-			}
-		}
-		if most >= 0 {
-			fits(levels, stride)
-			break
-		}
-	}
+	s0 := rootStride0(n)
+	chooseShape(s0, min(maxStride, s0+rootTries), fits, func() int { return len(b.nodes) - start })
 	if root&(root<<1)&nodeBit != 0 {
 		shift := root >> e128Shift & 127
 		t.rootOff, t.rootShift, t.rootMask = root&e128Off, shift&63, 1<<(root>>e128Stride&15)-1

@@ -201,25 +201,8 @@ func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
 		root, tb = build(trie32Build{kvBase: base - 1, levels: levels, rootStride: rootStride})
 		return len(b.nodes)-start <= slotsPerKey*n+1024 && tb.deeper() <= n/deepShare
 	}
-	for levels := 1; ; levels++ {
-		if levels == 1 || levels == maxLevels {
-			if fits(levels, 0) || levels == maxLevels {
-				break
-			}
-			continue
-		}
-		most, stride := -1, uint(0)
-		s0 := min(maxStride, keyBits, max(1, uint(bits.Len(uint(n/keysPerSlot)))-1))
-		for s := s0; s <= min(maxStride, keyBits, s0+rootTries); s++ {
-			if fits(levels, s) && (most < 0 || len(b.nodes)-start < most) {
-				most, stride = len(b.nodes)-start, s
-			}
-		}
-		if most >= 0 {
-			fits(levels, stride)
-			break
-		}
-	}
+	s0 := min(maxStride, keyBits, rootStride0(n))
+	chooseShape(s0, min(maxStride, keyBits, s0+rootTries), fits, func() int { return len(b.nodes) - start })
 	var t trie32
 	switch {
 	case root&(root<<1)&nodeBit != 0:
