@@ -134,3 +134,13 @@ func chooseShape(s0, last uint, fits func(levels int, rootStride uint) bool, siz
 		}
 	}
 }
+
+// deeper counts the boundaries in leaves below the first levels, in a
+// trie's count of boundaries by depth (the root's slots at 1).
+func deeper(deep []int, levels int) int {
+	n := 0
+	for _, m := range deep[levels+1:] {
+		n += m
+	}
+	return n
+}

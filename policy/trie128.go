@@ -229,13 +229,7 @@ type trie128Build struct {
 }
 
 // deeper counts the boundaries below the usual levels.
-func (tb *trie128Build) deeper() int {
-	n := 0
-	for _, m := range tb.deep[tb.levels+1:] {
-		n += m
-	}
-	return n
-}
+func (tb *trie128Build) deeper() int { return deeper(tb.deep, tb.levels) }
 
 func (tb *trie128Build) usual(skip int) int { return usual(tb.deep, skip) }
 

@@ -231,13 +231,7 @@ type trie32Build struct {
 }
 
 // deeper counts the boundaries below the usual levels.
-func (tb *trie32Build) deeper() int {
-	n := 0
-	for _, m := range tb.deep[tb.levels+1:] {
-		n += m
-	}
-	return n
-}
+func (tb *trie32Build) deeper() int { return deeper(tb.deep, tb.levels) }
 
 // usual is the fewest node steps, after the first skip, that take a
 // lookup to the leaves of all but one boundary in deepShare.
