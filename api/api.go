@@ -164,6 +164,25 @@ type Stats struct {
 	// Fragments counts the fragments of datagrams that met rules, which
 	// take the verdict of their datagram's first fragment.
 	Fragments Fragments `json:"fragments"`
+	// Frames is where each switching loop's UMEM frames are, one loop per
+	// queue index: the answer to drops for want of a frame (no_frame,
+	// fill_ring_empty).
+	Frames []FrameQueue `json:"frames"`
+}
+
+// FrameQueue counts one loop's UMEM frames by where they are. Free, Fill,
+// Tx and Held add up to Total.
+type FrameQueue struct {
+	Queue int `json:"queue"`
+	Total int `json:"total"`
+	Free  int `json:"free"`
+	Fill  int `json:"fill"` // lent to the kernel to receive into
+	Tx    int `json:"tx"`   // lent to the kernel to send, until it completes
+	Held  int `json:"held"` // early fragments waiting for their verdict
+	// Error says how the loop's frame accounting check failed: a frame
+	// in two places or in none, a bug in the switch. Empty when every
+	// frame is where the loop believes it is.
+	Error string `json:"error,omitempty"`
 }
 
 // Fragments is the state and counts of the switch's fragment tracking.

@@ -80,14 +80,16 @@ func (d *Daemon) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		rs := d.sw.ReassemblyStats()
-		reply(w, http.StatusOK, api.Stats{
+		st := api.Stats{
 			Ports: apiPorts(d.sw.Ports()), Networks: d.apiNetworks(),
 			Reassembly: api.Reassembly{
 				Datagrams: rs.Datagrams, Bytes: rs.Bytes, Fragments: rs.In, Reassembled: rs.Reassembled,
 				Dropped: rs.Dropped, DroppedDatagrams: rs.DroppedDatagrams,
 			},
 			Fragments: apiFragments(d.sw.FragmentStats()),
-		})
+		}
+		st.Frames = d.frames()
+		reply(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
 		info, err := d.sw.NetworkRules(r.PathValue("name"))
@@ -326,6 +328,21 @@ func replyRules(w http.ResponseWriter, info dataplane.RulesInfo, err error) {
 		out.Counters[i] = api.RuleCounter(st)
 	}
 	reply(w, http.StatusOK, out)
+}
+
+// frames is where every loop's frames are. A failed accounting check is
+// a bug in the switch, so it is also logged.
+func (d *Daemon) frames() []api.FrameQueue {
+	accts, _ := d.sw.CheckFrames()
+	out := make([]api.FrameQueue, len(accts))
+	for i, a := range accts {
+		out[i] = api.FrameQueue{Queue: a.Queue, Total: a.Total, Free: a.Free, Fill: a.Fill, Tx: a.Tx, Held: a.Held}
+		if a.Err != nil {
+			out[i].Error = a.Err.Error()
+			d.log.Error("frame accounting", "err", a.Err)
+		}
+	}
+	return out
 }
 
 func apiFragments(st frag.TrackerStats) api.Fragments {

@@ -119,6 +119,16 @@ networks:
 	if len(st.Ports) != 3 || st.Ports[0].Counters.Drops == nil {
 		t.Errorf("stats ports %+v", st.Ports)
 	}
+	// One loop: its 4096 frames, every one accounted for, some lent to
+	// each socket to receive into.
+	if len(st.Frames) != 1 {
+		t.Errorf("stats frames %+v, want one queue", st.Frames)
+	}
+	for _, f := range st.Frames {
+		if f.Total != 4096 || f.Free+f.Fill+f.Tx+f.Held != f.Total || f.Fill < 3 || f.Error != "" {
+			t.Errorf("stats frames %+v", f)
+		}
+	}
 
 	// Rules: the config's are in force and counted (DHCP went through
 	// them, to the default); a port's are replaced and removed.
@@ -217,6 +227,9 @@ networks:
 		`xdpswitch_rule_packets_total{name="lan",rule="default",scope="network"}`,
 		`xdpswitch_fragments_total{event="firsts"} 0`,
 		`xdpswitch_fragments_held_frames 0`,
+		`xdpswitch_umem_frames{queue="0",where="fill"}`,
+		`xdpswitch_umem_frames{queue="0",where="held"} 0`,
+		`xdpswitch_umem_accounting_ok{queue="0"} 1`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

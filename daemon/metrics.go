@@ -50,6 +50,8 @@ var (
 	mRuleBytes  = desc("rule_bytes_total", "Bytes of the frames a rule's verdict applied to.", ruleLabels...)
 	mFrags      = desc("fragments_total", "Fragments meeting rules: taken in, first fragments judged, allowed, denied, held early, released, and dropped by reason.", "event")
 	mFragsHeld  = desc("fragments_held_frames", "Early fragments held until their first fragment's verdict.")
+	mFrames     = desc("umem_frames", "A switching loop's UMEM frames by where they are: free, lent to the kernel to receive (fill) or send (tx), or held with early fragments.", "queue", "where")
+	mFramesOK   = desc("umem_accounting_ok", "1 while every one of the loop's frames is in exactly one place; 0 is a bug in the switch (the daemon logs it).", "queue")
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -138,6 +140,17 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mFrags, v, "dropped_"+reason)
 	}
 	gauge(mFragsHeld, float64(f.HeldFrames))
+	for _, f := range c.d.frames() {
+		q := strconv.Itoa(f.Queue)
+		for where, v := range map[string]int{"free": f.Free, "fill": f.Fill, "tx": f.Tx, "held": f.Held} {
+			gauge(mFrames, float64(v), q, where)
+		}
+		ok := 1.0
+		if f.Error != "" {
+			ok = 0
+		}
+		gauge(mFramesOK, ok, q)
+	}
 	leases, _ := c.d.Leases("")
 	byState := map[[2]string]int{}
 	for _, l := range leases {

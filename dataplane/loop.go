@@ -582,9 +582,7 @@ func (l *loop) account() (FrameAccount, error) {
 	for _, h := range l.filter.tracker.AppendHeld(nil) {
 		tracked = append(tracked, h.Handle)
 	}
-	a, err := l.pool.check(held, tracked)
-	a.Queue = l.queue
-	return a, err
+	return l.pool.check(held, tracked)
 }
 
 // close stops the loop after closing every socket, then frees the UMEM.

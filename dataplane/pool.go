@@ -127,10 +127,11 @@ type FrameAccount struct {
 	Queue int
 	Total int
 	Free  int
-	Fill  int // in fill rings and the kernel's rx path
-	Tx    int // in tx rings and the kernel's completion path
-	Loop  int // held by the loop; zero between batches
-	Held  int // fragments the fragment tracker holds
+	Fill  int   // in fill rings and the kernel's rx path
+	Tx    int   // in tx rings and the kernel's completion path
+	Loop  int   // held by the loop; zero between batches
+	Held  int   // fragments the fragment tracker holds
+	Err   error // how the check failed; nil if it held
 }
 
 // check verifies that every frame is in exactly one place: the free stack

@@ -391,7 +391,35 @@ func TestMillionFramesAccounted(t *testing.T) {
 			sent[i], errs[i] = sendFrames(pair[0], mix(pair[0], pair[1]), total/2, deadline)
 		}()
 	}
+	// The daemon's stats run the accounting check at any time: it must
+	// hold between batches under traffic too.
+	stop := make(chan struct{})
+	checked := make(chan error, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				var err error
+				if n == 0 {
+					err = errors.New("no check ran during the traffic")
+				}
+				checked <- err
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := sw.CheckFrames(); err != nil {
+				checked <- fmt.Errorf("check %d under traffic: %w", n, err)
+				return
+			}
+			n++
+		}
+	}()
 	wg.Wait()
+	close(stop)
+	if err := <-checked; err != nil {
+		t.Error(err)
+	}
 	for _, err := range errs {
 		if err != nil {
 			t.Fatal(err)

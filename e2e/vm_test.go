@@ -242,4 +242,16 @@ networks:
 			t.Errorf("port %s left after detach", p.Name)
 		}
 	}
+	// Through attach, DHCP, a killed guest and a detach, every frame is
+	// where the switch believes it is.
+	var st api.Stats
+	vmctlJSON(t, vmctlBin, sock, &st, "stats")
+	if len(st.Frames) == 0 {
+		t.Error("vmctl stats shows no frames")
+	}
+	for _, f := range st.Frames {
+		if f.Error != "" || f.Free+f.Fill+f.Tx+f.Held != f.Total {
+			t.Errorf("frames of queue %d: %+v", f.Queue, f)
+		}
+	}
 }

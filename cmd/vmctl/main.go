@@ -57,7 +57,7 @@ func commands() []command {
 		{"ports", "[--json]", "list the ports with their counters", ports},
 		{"fdb", "[--network NET] [--json]", "list the learned MAC addresses", fdb},
 		{"leases", "[--network NET] [--json]", "list the DHCP leases", leases},
-		{"stats", "[--json]", "show per-port counters and drops, per-network FDB and DHCP counts, fragment tracking", stats},
+		{"stats", "[--json]", "show per-port counters and drops, per-network FDB and DHCP counts, fragment tracking, where the UMEM frames are", stats},
 		{"rules", "--network NET | --port PORT [--set FILE | --clear] [--json]",
 			"show a network's or a port's rules and their counters; replace or remove them", rules},
 	}

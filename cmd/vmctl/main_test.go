@@ -42,6 +42,10 @@ var state = vmctltest.State{
 	Fragments: api.Fragments{Datagrams: 2, Pending: 1, HeldFrames: 3, HeldBytes: 4500, Fragments: 40, Firsts: 10,
 		Allowed: 25, Denied: 6, Held: 12, Released: 9, Dropped: map[string]uint64{"overlap": 2, "timed_out": 0}},
 	Reassembly: api.Reassembly{Datagrams: 1, Bytes: 1400, Fragments: 8, Reassembled: 3, Dropped: map[string]uint64{"timed_out": 1}},
+	Frames: []api.FrameQueue{
+		{Queue: 0, Total: 16384, Free: 15000, Fill: 1280, Tx: 101, Held: 3},
+		{Queue: 1, Total: 16384, Free: 15105, Fill: 1279, Tx: 0, Held: 0, Error: "queue 1: port 7 holds 1280 fill and 0 tx frames, the loop counted 1279 and 0"},
+	},
 	Leases: []api.Lease{
 		{Network: "lan", MAC: "52:54:00:00:00:01", IP: "10.0.0.100", Hostname: "web1", State: "bound", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Network: "dmz", MAC: "52:54:00:00:00:03", IP: "10.9.0.100", State: "offered", Expires: time.Date(2030, 1, 2, 3, 5, 0, 0, time.UTC)},

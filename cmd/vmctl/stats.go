@@ -9,7 +9,8 @@ import (
 
 // stats shows per-port counters and drops, the kernel's counts of the
 // ports' AF_XDP sockets, per-network FDB and DHCP counts, and the
-// switch's fragment tracking and tunnel reassembly.
+// switch's fragment tracking and tunnel reassembly, and where each
+// queue's UMEM frames are.
 func stats(e *env, args []string) error {
 	fs := e.flags("stats")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
@@ -21,7 +22,7 @@ func stats(e *env, args []string) error {
 		return apiError(err)
 	}
 	if *asJSON {
-		st.Ports, st.Networks = nonNil(st.Ports), nonNil(st.Networks)
+		st.Ports, st.Networks, st.Frames = nonNil(st.Ports), nonNil(st.Networks), nonNil(st.Frames)
 		return e.printJSON(st)
 	}
 	rows := make([][]string, 0, len(st.Ports))
@@ -69,8 +70,23 @@ func stats(e *env, args []string) error {
 	}
 	fmt.Fprintln(e.stdout)
 	r := st.Reassembly
-	return e.table([]string{"FRAGMENTS", "TAKEN IN", "DATAGRAMS", "BYTES HELD", "REASSEMBLED", "DROPPED"},
-		[][]string{{"of tunnels", u(r.Fragments), strconv.Itoa(r.Datagrams), strconv.Itoa(r.Bytes), u(r.Reassembled), counts(r.Dropped)}})
+	if err := e.table([]string{"FRAGMENTS", "TAKEN IN", "DATAGRAMS", "BYTES HELD", "REASSEMBLED", "DROPPED"},
+		[][]string{{"of tunnels", u(r.Fragments), strconv.Itoa(r.Datagrams), strconv.Itoa(r.Bytes), u(r.Reassembled), counts(r.Dropped)}}); err != nil {
+		return err
+	}
+	// Where the frames are: when ports drop for want of one, the fill
+	// column shows them lent to the kernel, held ones wait with fragments.
+	fmt.Fprintln(e.stdout)
+	rows = rows[:0]
+	for _, f := range st.Frames {
+		check := "ok"
+		if f.Error != "" {
+			check = f.Error
+		}
+		rows = append(rows, []string{strconv.Itoa(f.Queue), strconv.Itoa(f.Total), strconv.Itoa(f.Free), strconv.Itoa(f.Fill),
+			strconv.Itoa(f.Tx), strconv.Itoa(f.Held), check})
+	}
+	return e.table([]string{"QUEUE", "UMEM FRAMES", "FREE", "FILL", "TX", "HELD", "ACCOUNTING"}, rows)
 }
 
 // dhcp shows a DHCP server's non-zero counters, "-" for no server.

@@ -26,16 +26,20 @@ under rules  40        2          1        3         10      25       6       12
 
 FRAGMENTS   TAKEN IN  DATAGRAMS  BYTES HELD  REASSEMBLED  DROPPED
 of tunnels  8         1          1400        3            timed_out=1
+
+QUEUE  UMEM FRAMES  FREE   FILL  TX   HELD  ACCOUNTING
+0      16384        15000  1280  101  3     ok
+1      16384        15105  1279  0    0     queue 1: port 7 holds 1280 fill and 0 tx frames, the loop counted 1279 and 0
 `
 	if out := mustVmctl(t, a.Socket, "stats"); out != want {
 		t.Fatalf("stats:\n%s\nwant:\n%s", out, want)
 	}
 	wantJSON(t, mustVmctl(t, a.Socket, "stats", "--json"), api.Stats{Ports: state.Ports, Networks: state.Networks,
-		Fragments: state.Fragments, Reassembly: state.Reassembly})
+		Fragments: state.Fragments, Reassembly: state.Reassembly, Frames: state.Frames})
 
 	if got := dhcp(&api.DHCPStats{}); got != "none yet" {
 		t.Errorf("dhcp of a quiet server: %q", got)
 	}
 	empty := vmctltest.NewAPI(t, vmctltest.State{})
-	wantJSON(t, mustVmctl(t, empty.Socket, "stats", "--json"), api.Stats{Ports: []api.Port{}, Networks: []api.Network{}})
+	wantJSON(t, mustVmctl(t, empty.Socket, "stats", "--json"), api.Stats{Ports: []api.Port{}, Networks: []api.Network{}, Frames: []api.FrameQueue{}})
 }

@@ -131,9 +131,11 @@ func serve(cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	return nil
 }
 
-// writeState prints the ports' counters and the DHCP leases.
+// writeState prints the ports' counters, where the frames are and the
+// DHCP leases.
 func writeState(w io.Writer, d *daemon.Daemon) {
 	writeCounters(w, d.Switch().Ports())
+	writeFrames(w, d.Switch())
 	leases, _ := d.Leases("")
 	if len(leases) == 0 {
 		return
@@ -186,6 +188,24 @@ func lock(dir string) (unlock func(), err error) {
 		_ = os.Remove(path)
 		f.Close()
 	}, nil
+}
+
+// writeFrames prints where each queue's UMEM frames are, and whether
+// each is where the switch believes: at exit, the check that none went
+// missing while the daemon ran.
+func writeFrames(w io.Writer, sw *dataplane.Switch) {
+	accts, _ := sw.CheckFrames()
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tUMEM FRAMES\tFREE\tFILL\tTX\tHELD\tACCOUNTING")
+	for _, a := range accts {
+		check := "ok"
+		if a.Err != nil {
+			check = a.Err.Error()
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%s\n", a.Queue, a.Total, a.Free, a.Fill, a.Tx, a.Held, check)
+	}
+	tw.Flush()
 }
 
 // writeCounters prints a table of every port's counters.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -136,6 +137,10 @@ func TestDaemon(t *testing.T) {
 		if !strings.Contains(out, p) {
 			t.Errorf("counters at exit do not list %s:\n%s", p, out)
 		}
+	}
+	// Every frame was where the switch believed, to the end.
+	if !regexp.MustCompile(`(?m)^0 +\d+ .* ok$`).MatchString(out) {
+		t.Errorf("frames at exit not accounted for:\n%s", out)
 	}
 	if _, err := os.Stat(filepath.Join(runDir, "xdpswitchd.lock")); !os.IsNotExist(err) {
 		t.Errorf("lock file left behind: %v", err)

@@ -33,6 +33,8 @@ type State struct {
 	// Fragments and Reassembly are the switch-wide counts in /v1/stats.
 	Fragments  api.Fragments
 	Reassembly api.Reassembly
+	// Frames is where each loop's UMEM frames are, in /v1/stats.
+	Frames []api.FrameQueue
 }
 
 // API is a fake xdpswitchd API. Ports added through it must name a network
@@ -127,7 +129,7 @@ func NewAPI(t testing.TB, st State) *API {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		reply(w, http.StatusOK, api.Stats{Ports: nonNil(a.state.Ports), Networks: nonNil(a.state.Networks),
-			Fragments: a.state.Fragments, Reassembly: a.state.Reassembly})
+			Fragments: a.state.Fragments, Reassembly: a.state.Reassembly, Frames: nonNil(a.state.Frames)})
 	})
 	for _, kind := range []string{"networks", "ports"} {
 		mux.HandleFunc("/v1/"+kind+"/{name}/rules", func(w http.ResponseWriter, r *http.Request) { a.rules(w, r, kind) })
