@@ -8,8 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/xdpswitch/xdpswitch/internal/atomicfile"
 )
 
 // Lease states as reported in Lease.State.
@@ -85,44 +86,7 @@ func (s *Server) persistLocked(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.leasePath, append(data, '\n'))
-}
-
-// writeFileAtomic replaces path so that a crash leaves either the old or the
-// new content, never a torn file.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	ok = true
-	// The rename itself is only durable once the directory is synced.
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(s.leasePath, append(data, '\n'))
 }
 
 // load reads the lease file, keeping only leases that are unexpired and
