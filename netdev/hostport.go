@@ -1,8 +1,10 @@
 package netdev
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/safchain/ethtool"
@@ -53,6 +55,21 @@ type HostPort struct {
 	Switch string
 	// Refused says why each preferred kind was not used.
 	Refused []string
+	// MAC is the host side's address: the gateway's, the same for the
+	// same device name in every run (see HostPortMAC).
+	MAC net.HardwareAddr
+}
+
+// HostPortMAC is the address a host port's host side gets: derived from
+// its name (so from its network's), locally administered. A restarted
+// daemon makes its host ports anew; with a new address each time the VMs
+// would keep sending to the gateway's old one until their ARP entries
+// expired, a minute cut off from the host and the outside.
+func HostPortMAC(name string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("xdpswitch host port " + name))
+	mac := net.HardwareAddr(h[:6])
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	return mac
 }
 
 // CreateHostPort makes a network's host port, trying a single netkit
@@ -66,7 +83,7 @@ func CreateHostPort(host, sw string) (*HostPort, error) {
 			return nil, err
 		}
 	}
-	hp := &HostPort{Host: host, Switch: sw}
+	hp := &HostPort{Host: host, Switch: sw, MAC: HostPortMAC(host)}
 	attempts := []struct {
 		kind   HostPortKind
 		create func() error
@@ -107,6 +124,9 @@ func explain(err error) error {
 }
 
 func (hp *HostPort) setUp() error {
+	if err := hp.setMAC(); err != nil {
+		return err
+	}
 	for _, name := range []string{hp.Host, hp.Switch} {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
@@ -121,6 +141,20 @@ func (hp *HostPort) setUp() error {
 	}
 	if err := DisableOffloads(hp.Host); err != nil {
 		return fmt.Errorf("host port %s: %w", hp.Host, err)
+	}
+	return nil
+}
+
+// setMAC gives the host side its address, before it is up: a device that
+// comes up with one address and then changes it has already announced
+// the first (its IPv6 link-local address, for one).
+func (hp *HostPort) setMAC() error {
+	l, err := netlink.LinkByName(hp.Host)
+	if err != nil {
+		return fmt.Errorf("host port %s: %w", hp.Host, err)
+	}
+	if err := netlink.LinkSetHardwareAddr(l, hp.MAC); err != nil {
+		return fmt.Errorf("host port %s: set address %s: %w", hp.Host, hp.MAC, err)
 	}
 	return nil
 }

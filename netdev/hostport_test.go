@@ -1,6 +1,7 @@
 package netdev
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -52,10 +53,27 @@ func TestCreateHostPort(t *testing.T) {
 		}
 	}
 
+	// The gateway's address is the same in every run.
+	mac := func() string {
+		t.Helper()
+		l, err := netlink.LinkByName(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Attrs().HardwareAddr.String()
+	}
+	first := mac()
+	if first != hp.MAC.String() || first != HostPortMAC(host).String() {
+		t.Errorf("%s has %s, want %s", host, first, HostPortMAC(host))
+	}
+
 	// A leftover of a crashed run is replaced.
 	again, err := CreateHostPort(host, sw)
 	if err != nil {
 		t.Fatalf("replacing a leftover: %v", err)
+	}
+	if m := mac(); m != first {
+		t.Errorf("%s has %s in the second run, %s in the first", host, m, first)
 	}
 	if err := again.Delete(); err != nil {
 		t.Fatal(err)
@@ -67,6 +85,21 @@ func TestCreateHostPort(t *testing.T) {
 	}
 	if err := again.Delete(); err != nil {
 		t.Errorf("second Delete: %v", err)
+	}
+}
+
+func TestHostPortMAC(t *testing.T) {
+	a, b := HostPortMAC("xsh-lan"), HostPortMAC("xsh-dmz")
+	if a.String() == b.String() {
+		t.Errorf("two networks' host ports share %s", a)
+	}
+	if a.String() != HostPortMAC("xsh-lan").String() {
+		t.Error("the same name gave two addresses")
+	}
+	for _, m := range []net.HardwareAddr{a, b} {
+		if len(m) != 6 || m[0]&1 != 0 || m[0]&2 == 0 {
+			t.Errorf("%s is not a locally administered unicast address", m)
+		}
 	}
 }
 
