@@ -8,13 +8,18 @@
 //	DELETE /v1/ports/{name}          unplug it
 //	GET    /v1/fdb[?network=NAME]    learned MACs
 //	GET    /v1/leases[?network=NAME] DHCP leases
-//	GET    /v1/stats                 counters of ports, forwarding databases and DHCP
+//	GET    /v1/stats                 counters of ports, forwarding databases and DHCP; where the frames are
 //	GET    /v1/networks/{name}/rules a network's rules and their counters
 //	PUT    /v1/networks/{name}/rules replace them: a Ruleset
 //	DELETE /v1/networks/{name}/rules remove them (everything is allowed)
 //	GET, PUT, DELETE /v1/ports/{name}/rules   the same for a port
 //
 // Errors come back with a fitting status code and {"error": "message"}.
+//
+// The daemon records the ports plugged in here, and the rules then set on
+// them, and plugs them in again when it restarts, as long as their device
+// is still there. Rules set here on a network or on a port from the
+// config last until the daemon restarts: the config is theirs.
 package api
 
 import (

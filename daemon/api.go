@@ -63,6 +63,7 @@ func (d *Daemon) APIHandler() http.Handler {
 			replyError(w, err)
 			return
 		}
+		d.recordPlugged(func(ps []api.AddPort) []api.AddPort { return without(ps, name) })
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /v1/fdb", d.apiFDB)
@@ -99,17 +100,19 @@ func (d *Daemon) APIHandler() http.Handler {
 		info, err := d.sw.PortRules(r.PathValue("name"))
 		replyRules(w, info, err)
 	})
+	// A network's rules set here last until the daemon restarts, which
+	// reads the config's again; a plugged port's are recorded with it.
 	mux.HandleFunc("PUT /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
-		setRules(w, r, d.sw.SetNetworkRules)
+		setRules(w, r, d.sw.SetNetworkRules, nil)
 	})
 	mux.HandleFunc("PUT /v1/ports/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
-		setRules(w, r, d.sw.SetPortRules)
+		setRules(w, r, d.sw.SetPortRules, d.recordPortRules)
 	})
 	mux.HandleFunc("DELETE /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
-		clearRules(w, r, d.sw.SetNetworkRules)
+		clearRules(w, r, d.sw.SetNetworkRules, nil)
 	})
 	mux.HandleFunc("DELETE /v1/ports/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
-		clearRules(w, r, d.sw.SetPortRules)
+		clearRules(w, r, d.sw.SetPortRules, d.recordPortRules)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
@@ -138,6 +141,7 @@ func (d *Daemon) apiAddPort(w http.ResponseWriter, r *http.Request) {
 		replyError(w, err)
 		return
 	}
+	d.recordPlugged(func(ps []api.AddPort) []api.AddPort { return append(without(ps, req.Name), req) })
 	p, err := d.sw.Port(req.Name)
 	if err != nil {
 		replyError(w, err)
@@ -285,7 +289,21 @@ func reply(w http.ResponseWriter, code int, v any) {
 // ruleset a network may have.
 const maxRulesBody = 32 << 20
 
-func setRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.Ruleset) error) {
+// recordPortRules keeps a plugged port's new rules (nil: none) with it.
+func (d *Daemon) recordPortRules(name string, rs *api.Ruleset) {
+	d.recordPlugged(func(ps []api.AddPort) []api.AddPort {
+		for i := range ps {
+			if ps[i].Name == name {
+				ps[i].Rules = rs
+			}
+		}
+		return ps
+	})
+}
+
+// setRules sets the rules in a request's body on the named network or
+// port, then hands them to saved, if any.
+func setRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.Ruleset) error, saved func(string, *api.Ruleset)) {
 	var req api.Ruleset
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRulesBody))
 	dec.DisallowUnknownFields()
@@ -302,13 +320,19 @@ func setRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.R
 		replyError(w, err)
 		return
 	}
+	if saved != nil {
+		saved(r.PathValue("name"), &req)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func clearRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.Ruleset) error) {
+func clearRules(w http.ResponseWriter, r *http.Request, set func(string, *policy.Ruleset) error, saved func(string, *api.Ruleset)) {
 	if err := set(r.PathValue("name"), nil); err != nil {
 		replyError(w, err)
 		return
+	}
+	if saved != nil {
+		saved(r.PathValue("name"), nil)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -16,6 +16,20 @@ import (
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
 )
 
+// serveAPI serves d's API on a socket until the test ends.
+func serveAPI(t *testing.T, d *Daemon) (sock string) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "api.sock")
+	l, err := ListenAPI(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: d.APIHandler()}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
 func TestAPI(t *testing.T) {
 	if !testnet.InNamespace(t) {
 		return
@@ -36,14 +50,7 @@ networks:
 `, t.TempDir(), t.TempDir(), a.Port)))
 	defer d.Close()
 
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	l, err := ListenAPI(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: d.APIHandler()}
-	go srv.Serve(l)
-	defer srv.Close()
+	sock := serveAPI(t, d)
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket mode %v, %v; want 0600", fi.Mode().Perm(), err)
 	}

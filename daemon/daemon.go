@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -35,6 +36,8 @@ type Daemon struct {
 
 	mu   sync.Mutex
 	nets []*network
+
+	plugged *plugged
 }
 
 type network struct {
@@ -56,7 +59,8 @@ func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{cfg: cfg, log: log, sw: sw, ctx: ctx, cancel: cancel}
+	d := &Daemon{cfg: cfg, log: log, sw: sw, ctx: ctx, cancel: cancel,
+		plugged: &plugged{path: filepath.Join(cfg.StateDir, pluggedFile)}}
 	if slices.ContainsFunc(cfg.Networks, func(n config.Network) bool { return n.NAT }) {
 		// Rules left by a daemon that crashed would block ours. The table
 		// belongs to xdpswitch alone, one daemon per host.
@@ -77,6 +81,7 @@ func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}
 	}
+	d.restorePlugged()
 	d.wg.Add(1)
 	go d.syncLeases()
 	return d, nil

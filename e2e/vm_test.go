@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -140,7 +141,7 @@ networks:
     dhcp:
       range: [10.91.0.100, 10.91.0.120]
 `, run, filepath.Join(run, "state"), sock)), 0o644)
-	startDaemon(t, daemonBin, config)
+	daemon := startDaemon(t, daemonBin, config)
 
 	// Boot both guests at once: each takes seconds under emulation.
 	vms := make([]*guest.VM, 2)
@@ -193,6 +194,24 @@ networks:
 	ping(t, vms[0], ips[1])
 	ping(t, vms[1], ips[0])
 	ping(t, vms[0], "10.91.0.1")
+
+	// The daemon restarts (an upgrade, or a crash systemd restarts it
+	// after): the guests keep their NICs, whose taps QEMU holds open, and
+	// the new daemon plugs them in again.
+	daemon.Cmd.Process.Signal(os.Interrupt)
+	if code := daemon.WaitExit(t, 20*time.Second); code != 0 {
+		t.Fatalf("daemon exit %d:\n%s", code, daemon.Output())
+	}
+	startDaemon(t, daemonBin, config)
+	var back []api.Port
+	vmctlJSON(t, vmctlBin, sock, &back, "ports")
+	for _, tap := range taps {
+		if !slices.ContainsFunc(back, func(p api.Port) bool { return p.Name == tap && p.Network == "e2e" && p.Security }) {
+			t.Errorf("%s not plugged in again after a restart: %+v", tap, back)
+		}
+	}
+	ping(t, vms[0], ips[1])
+	ping(t, vms[1], "10.91.0.1")
 	ping(t, vms[1], "10.91.0.1")
 
 	// Both MACs are learned on their own taps.
