@@ -1,7 +1,8 @@
 // Command demo is `make demo`: xdpswitchd with configs/demo.yaml, two QEMU
 // guests booted without a NIC, attached to the switch with `vmctl attach`
 // while they run, their DHCP leases, pings between them and to the gateway,
-// the forwarding database and counters, and the NICs detached again. It
+// a restart of the daemon that the guests' NICs outlive, the forwarding
+// database and counters, and the NICs detached again. It
 // prints every operator command it runs, and removes everything it made.
 package main
 
@@ -76,43 +77,15 @@ func run(ctx context.Context) (err error) {
 	step("xdpswitchd --config %s", configPath)
 	b, _ := os.ReadFile(configPath)
 	fmt.Print(indent(string(b)))
-	daemon := exec.Command(daemonBin, "--config", configPath)
-	stderr, err := daemon.StderrPipe()
+	daemon, err := startDaemon(ctx)
 	if err != nil {
 		return err
 	}
-	daemon.Stdout = os.Stdout
-	if err := daemon.Start(); err != nil {
-		return err
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.Contains(line, "level=INFO") && !strings.Contains(line, "xdpswitchd ready") &&
-				!strings.Contains(line, "host port") && !strings.Contains(line, "port added") && !strings.Contains(line, "port removed") {
-				continue // keep the demo's output to what it shows
-			}
-			fmt.Println("  daemon: " + line)
-			if strings.Contains(line, "xdpswitchd ready") {
-				close(ready)
-			}
-		}
-	}()
 	defer func() {
 		step("Stopping xdpswitchd: it prints its counters and leases, detaches its programs and removes its host port")
-		daemon.Process.Signal(syscall.SIGTERM)
-		daemon.Wait()
+		stopDaemon(daemon)
 		os.RemoveAll(cfg.RunDir)
 	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		return errors.New("the daemon did not get ready in 30 s")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 
 	step("Two guests under QEMU (software emulation), booted without a NIC")
 	dir, err := os.MkdirTemp("", "xsdemo")
@@ -174,6 +147,20 @@ func run(ctx context.Context) (err error) {
 		}
 	}
 
+	step("Restart xdpswitchd (an upgrade, say): it plugs the guests' NICs in again")
+	stopDaemon(daemon)
+	if daemon, err = startDaemon(ctx); err != nil {
+		return err
+	}
+	out, code, err := vms[0].Run(ctx, "ping -c 3 -W 2 "+ips[1])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s$ ping -c 3 -W 2 %s\n%s", vms[0].Name, ips[1], indent(lastLines(out, 2)))
+	if code != 0 {
+		return fmt.Errorf("%s could not ping %s after the restart", vms[0].Name, ips[1])
+	}
+
 	step("What the switch learned, and its counters")
 	for _, args := range [][]string{{"networks"}, {"ports"}, {"fdb"}, {"rules", "--network", "demo"}, {"stats"}} {
 		if _, err := operator(ctx, append([]string{vmctlBin, "--socket", sock}, args...)...); err != nil {
@@ -192,6 +179,54 @@ func run(ctx context.Context) (err error) {
 		return err
 	}
 	return nil
+}
+
+// startDaemon runs xdpswitchd until it is ready, showing the lines of its
+// log that tell the story: ports and the host port coming and going.
+func startDaemon(ctx context.Context) (*exec.Cmd, error) {
+	daemon := exec.Command(daemonBin, "--config", configPath)
+	stderr, err := daemon.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	daemon.Stdout = os.Stdout
+	if err := daemon.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, "level=INFO") && !strings.Contains(line, "xdpswitchd ready") && !strings.Contains(line, "host port") &&
+				!strings.Contains(line, "port added") && !strings.Contains(line, "port removed") && !strings.Contains(line, "plugged in again") {
+				continue // keep the demo's output to what it shows
+			}
+			fmt.Println("  daemon: " + line)
+			if strings.Contains(line, "xdpswitchd ready") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+		return daemon, nil
+	case <-time.After(30 * time.Second):
+		err = errors.New("the daemon did not get ready in 30 s")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	stopDaemon(daemon)
+	return nil, err
+}
+
+// stopDaemon stops xdpswitchd as an operator would, and waits for it.
+func stopDaemon(daemon *exec.Cmd) {
+	if daemon == nil {
+		return
+	}
+	daemon.Process.Signal(syscall.SIGTERM)
+	daemon.Wait()
 }
 
 func lastLines(s string, n int) string {
