@@ -19,7 +19,8 @@
 // The daemon records the ports plugged in here, and the rules then set on
 // them, and plugs them in again when it restarts, as long as their device
 // is still there. Rules set here on a network or on a port from the
-// config last until the daemon restarts: the config is theirs.
+// config last until the daemon restarts, or a reload finds them changed
+// in the config: the config is theirs.
 package api
 
 import (

@@ -38,6 +38,8 @@ type Daemon struct {
 	nets []*network
 
 	plugged *plugged
+	// reloadMu keeps reloads one at a time.
+	reloadMu sync.Mutex
 }
 
 type network struct {

@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
-	if err := serve(cfg, log, stdout); err != nil {
+	if err := serve(*configPath, cfg, log, stdout); err != nil {
 		log.Error("xdpswitchd stopped", "err", err)
 		return 1
 	}
@@ -76,7 +76,7 @@ func logLevel(s string) slog.Level {
 	return l
 }
 
-func serve(cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+func serve(configPath string, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	unlock, err := lock(cfg.RunDir)
 	if err != nil {
 		return err
@@ -116,12 +116,16 @@ func serve(cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	}
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	log.Info("xdpswitchd ready", "networks", len(cfg.Networks), "queues", cfg.Queues, "api", cfg.APISocket, "pid", os.Getpid())
 	for sig := range sigs {
-		if sig == syscall.SIGUSR1 {
+		switch sig {
+		case syscall.SIGUSR1:
 			writeState(stdout, d)
+			continue
+		case syscall.SIGHUP:
+			reload(configPath, d, log)
 			continue
 		}
 		log.Info("shutting down", "signal", sig.String())
@@ -129,6 +133,20 @@ func serve(cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	}
 	writeState(stdout, d)
 	return nil
+}
+
+// reload applies the config file as it is now, or says why not; the
+// switch runs on either way.
+func reload(path string, d *daemon.Daemon, log *slog.Logger) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = d.Reload(cfg)
+	}
+	if err != nil {
+		log.Error("config reload", "config", path, "err", err)
+		return
+	}
+	log.Info("config reloaded", "config", path, "networks", len(cfg.Networks))
 }
 
 // writeState prints the ports' counters, where the frames are and the

@@ -91,8 +91,30 @@ func TestDaemon(t *testing.T) {
 		ports = append(ports, h.Port)
 	}
 	runDir := t.TempDir()
-	d := startDaemon(t, bin, writeConfig(t, runDir, ports...))
+	cfgPath := writeConfig(t, runDir, ports[:2]...)
+	d := startDaemon(t, bin, cfgPath)
 	d.WaitLine(t, "xdpswitchd ready", 20*time.Second)
+
+	// SIGHUP applies the config as it is now: the third port plugged in.
+	// A config that does not parse changes nothing, and the switch runs on.
+	edit := func(from, to string) {
+		t.Helper()
+		b, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(b), from, to, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(ports[1], ports[1]+", "+ports[2])
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	d.WaitLine(t, `msg="config reloaded"`, 20*time.Second)
+	edit("networks:", "networks: [")
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	if l := d.WaitLine(t, `msg="config reload"`, 20*time.Second); !strings.Contains(l, "level=ERROR") {
+		t.Errorf("a config that does not parse, reloaded: %s", l)
+	}
 
 	for _, a := range hosts {
 		for _, b := range hosts {

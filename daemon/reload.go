@@ -1,0 +1,229 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/xdpswitch/xdpswitch/api"
+	"github.com/xdpswitch/xdpswitch/config"
+)
+
+// ErrNeedsRestart marks a reload refused because the new config changes
+// what only a restart can: the UMEM's shape, the uplink, a network's host
+// port and its services. Nothing of such a config is applied.
+var ErrNeedsRestart = errors.New("needs a restart")
+
+// Reload brings the running switch to cfg without a restart: networks
+// come and go (a network that goes takes every port plugged into it,
+// the API's too, with its host port, DHCP server and NAT), and within a
+// network its rules and its ports from the config change, a port's rules
+// in place, anything else about a port by plugging it in anew. Ports
+// plugged in through the API are not the config's and stay. What cannot
+// change while the switch runs (see ErrNeedsRestart) is refused before
+// anything is applied; a step that fails (a device that is missing, say)
+// is reported, and the others are applied.
+func (d *Daemon) Reload(cfg *config.Config) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if err := d.reloadable(cfg); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	running := slices.Clone(d.nets)
+	d.mu.Unlock()
+	var errs []error
+	fail := func(err error) {
+		d.log.Error("reload", "err", err)
+		errs = append(errs, err)
+	}
+	wanted := map[string]config.Network{}
+	for _, c := range cfg.Networks {
+		wanted[c.Name] = c
+	}
+	for _, n := range running {
+		c, ok := wanted[n.cfg.Name]
+		if !ok {
+			if err := d.removeNetwork(n); err != nil {
+				fail(fmt.Errorf("network %q: %w", n.cfg.Name, err))
+			}
+			continue
+		}
+		for _, err := range d.changeNetwork(n, c) {
+			fail(fmt.Errorf("network %q: %w", c.Name, err))
+		}
+	}
+	have := map[string]bool{}
+	for _, n := range running {
+		have[n.cfg.Name] = true
+	}
+	for _, c := range cfg.Networks {
+		if have[c.Name] {
+			continue
+		}
+		if err := d.addNetwork(c); err != nil {
+			fail(fmt.Errorf("network %q: %w", c.Name, err))
+			continue
+		}
+		d.log.Info("network added by reload", "network", c.Name)
+	}
+	// The record of the API's ports loses those whose network went.
+	d.recordPlugged(func(ps []api.AddPort) []api.AddPort { return ps })
+	return errors.Join(errs...)
+}
+
+// reloadable refuses a config that changes what only a restart can.
+func (d *Daemon) reloadable(cfg *config.Config) error {
+	var why []string
+	old, next := *d.cfg, *cfg
+	old.Networks, next.Networks = nil, nil
+	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
+	for i := range ov.NumField() {
+		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			why = append(why, yamlName(ov.Type().Field(i))+" changed")
+		}
+	}
+	d.mu.Lock()
+	running := map[string]config.Network{}
+	for _, n := range d.nets {
+		running[n.cfg.Name] = n.cfg
+	}
+	d.mu.Unlock()
+	for _, c := range cfg.Networks {
+		r, ok := running[c.Name]
+		if !ok {
+			continue
+		}
+		// Ports and rules change in place; the rest is the network's
+		// host port and services, and its tunnel.
+		a, b := r, c
+		a.Ports, a.Rules, b.Ports, b.Rules = nil, nil, nil, nil
+		av, bv := reflect.ValueOf(a), reflect.ValueOf(b)
+		for i := range av.NumField() {
+			if !reflect.DeepEqual(av.Field(i).Interface(), bv.Field(i).Interface()) {
+				why = append(why, fmt.Sprintf("network %q: %s changed", c.Name, yamlName(av.Type().Field(i))))
+			}
+		}
+	}
+	for name, r := range running {
+		if r.VXLAN != nil && !slices.ContainsFunc(cfg.Networks, func(c config.Network) bool { return c.Name == name }) {
+			why = append(why, fmt.Sprintf("network %q, which has a VXLAN tunnel, removed", name))
+		}
+	}
+	if len(why) > 0 {
+		return fmt.Errorf("%w: %v", ErrNeedsRestart, why)
+	}
+	return nil
+}
+
+func yamlName(f reflect.StructField) string {
+	if tag := f.Tag.Get("yaml"); tag != "" && tag != "-" {
+		return tag
+	}
+	return f.Name
+}
+
+// changeNetwork applies a running network's new rules and config ports,
+// and records what runs now: a port that could not change stays as it
+// was, or is gone if it could not be plugged in anew.
+func (d *Daemon) changeNetwork(n *network, c config.Network) []error {
+	var errs []error
+	rules := n.cfg.Rules
+	if !reflect.DeepEqual(rules, c.Rules) {
+		if err := d.sw.SetNetworkRules(c.Name, c.Rules); err != nil {
+			errs = append(errs, err)
+		} else {
+			rules = c.Rules
+		}
+	}
+	old := map[string]config.Port{}
+	for _, p := range n.cfg.Ports {
+		old[p.Name] = p
+	}
+	var ports []config.Port
+	for _, p := range c.Ports {
+		was, plugged := old[p.Name]
+		delete(old, p.Name)
+		now, err := d.changePort(c.Name, was, p, plugged)
+		if err != nil {
+			errs = append(errs, err) // the switch's errors name the port
+		}
+		if now != nil {
+			ports = append(ports, *now)
+		}
+	}
+	for name, was := range old {
+		if err := d.sw.RemovePort(name); err != nil {
+			errs = append(errs, err)
+			ports = append(ports, was)
+			continue
+		}
+		d.log.Info("port removed by reload", "port", name, "network", c.Name)
+	}
+	d.mu.Lock()
+	n.cfg.Rules, n.cfg.Ports = rules, ports
+	d.mu.Unlock()
+	return errs
+}
+
+// changePort brings a config port from was (if plugged) to p, and says
+// how the port runs now: nil when it is not plugged in.
+func (d *Daemon) changePort(network string, was, p config.Port, plugged bool) (*config.Port, error) {
+	switch {
+	case !plugged:
+		if err := d.sw.AddPort(p.Name, network, portOptions(p)); err != nil {
+			return nil, err
+		}
+		d.log.Info("port added by reload", "port", p.Name, "network", network)
+	case reflect.DeepEqual(was, p):
+	case onlyRulesDiffer(was, p):
+		if err := d.sw.SetPortRules(p.Name, p.Rules); err != nil {
+			return &was, err
+		}
+	default:
+		// Its MAC, security or addresses: plugged in anew.
+		if err := d.sw.RemovePort(p.Name); err != nil {
+			return &was, err
+		}
+		if err := d.sw.AddPort(p.Name, network, portOptions(p)); err != nil {
+			return nil, err
+		}
+		d.log.Info("port plugged in anew by reload", "port", p.Name, "network", network)
+	}
+	return &p, nil
+}
+
+func onlyRulesDiffer(a, b config.Port) bool {
+	a.Rules, b.Rules = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// removeNetwork unplugs every port of a network and undoes what it set
+// up on the host.
+func (d *Daemon) removeNetwork(n *network) error {
+	d.mu.Lock()
+	d.nets = slices.DeleteFunc(d.nets, func(m *network) bool { return m == n })
+	d.mu.Unlock()
+	var errs []error
+	if n.dhcp != nil {
+		errs = append(errs, n.dhcp.Close())
+	}
+	for _, ni := range d.sw.Networks() {
+		if ni.Name != n.cfg.Name {
+			continue
+		}
+		for _, p := range ni.Ports {
+			errs = append(errs, d.sw.RemovePort(p))
+		}
+	}
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		errs = append(errs, n.closers[i]())
+	}
+	errs = append(errs, d.sw.RemoveNetwork(n.cfg.Name))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	d.log.Info("network removed by reload", "network", n.cfg.Name)
+	return nil
+}

@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/xdpswitch/xdpswitch/api"
+	"github.com/xdpswitch/xdpswitch/internal/testnet"
+)
+
+func TestReload(t *testing.T) {
+	if !testnet.InNamespace(t) {
+		return
+	}
+	var h [6]*testnet.Host
+	for i := range h {
+		h[i] = testnet.NewHost(t, fmt.Sprintf("10.87.0.%d/24", i+1))
+	}
+	run, state := t.TempDir(), t.TempDir()
+	config := func(body string, args ...any) string {
+		return fmt.Sprintf("run_dir: %s\nstate_dir: %s\nframes: 4096\n", run, state) + fmt.Sprintf(body, args...)
+	}
+	d := start(t, mustParse(t, config(`
+networks:
+  - name: lan
+    ports:
+      - %s
+      - {name: %s, rules: {rules: [{action: deny, proto: udp, dst_ports: ["9"]}]}}
+      - %s
+    rules: {rules: [{action: deny, proto: tcp, dst_ports: ["23"]}]}
+  - name: old
+    gateway: 10.88.0.1/24
+    dhcp: {range: [10.88.0.10, 10.88.0.20]}
+    ports: [%s]
+`, h[0].Port, h[1].Port, h[2].Port, h[3].Port)))
+	defer d.Close()
+	cl := api.NewClient(serveAPI(t, d))
+	ctx := context.Background()
+	// A VM's port, plugged into the network that goes.
+	if _, err := cl.AddPort(ctx, h[4].Port, "old"); err != nil {
+		t.Fatal(err)
+	}
+	ports := func() map[string]api.Port {
+		t.Helper()
+		ps, err := cl.Ports(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]api.Port{}
+		for _, p := range ps {
+			m[p.Name] = p
+		}
+		return m
+	}
+	networks := func() []string {
+		t.Helper()
+		var names []string
+		for _, n := range d.Networks() {
+			names = append(names, n.Name)
+		}
+		return names
+	}
+	before := ports()
+
+	// What a running switch cannot change is refused, and nothing of the
+	// config is applied.
+	for _, tc := range []struct{ config, why string }{
+		{strings.Replace(config("networks: [{name: lan}]\n"), "frames: 4096", "frames: 8192", 1), "frames changed"},
+		{config("networks:\n  - name: old\n    gateway: 10.88.1.1/24\n"), `network "old": gateway changed`},
+	} {
+		err := d.Reload(mustParse(t, tc.config))
+		if !errors.Is(err, ErrNeedsRestart) || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("reload: %v, want it refused as %q", err, tc.why)
+		}
+	}
+	if got := ports(); len(got) != len(before) {
+		t.Fatalf("a refused reload changed the ports: %v", got)
+	}
+
+	// lan: its rules replaced, h0 secured now (plugged in anew), h1's
+	// rules removed, h2 unplugged, h5 plugged in. old goes, with the VM's
+	// port; new comes.
+	err := d.Reload(mustParse(t, config(`
+networks:
+  - name: lan
+    ports:
+      - {name: %s, mac: "%s"}
+      - %s
+      - %s
+    rules: {default: allow, rules: [{action: deny, proto: tcp, dst_ports: ["22", "23"]}, {action: allow, proto: icmp}]}
+  - name: new
+`, h[0].Port, h[0].MAC, h[1].Port, h[5].Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := networks(); !slices.Equal(got, []string{"lan", "new"}) {
+		t.Errorf("networks after the reload: %v", got)
+	}
+	got := ports()
+	for _, name := range []string{h[2].Port, h[3].Port, h[4].Port, "xss-old"} {
+		if _, ok := got[name]; ok {
+			t.Errorf("%s still plugged in", name)
+		}
+	}
+	if p := got[h[0].Port]; !p.Security || p.MAC != h[0].MAC.String() {
+		t.Errorf("%s: %+v, want secured with its MAC", h[0].Port, p)
+	}
+	if p := got[h[1].Port]; p.Rules != 0 {
+		t.Errorf("%s: %d rules, want none", h[1].Port, p.Rules)
+	}
+	if p := got[h[5].Port]; p.Network != "lan" {
+		t.Errorf("%s: %+v, want plugged into lan", h[5].Port, p)
+	}
+	if rs, err := cl.NetworkRules(ctx, "lan"); err != nil || rs.Ruleset == nil || len(rs.Ruleset.Rules) != 2 {
+		t.Errorf("lan's rules: %+v, %v", rs, err)
+	}
+	if err := h[0].Ping(h[5].IP.String(), 1); err != nil {
+		t.Error(err)
+	}
+	if err := h[1].Ping(h[5].IP.String(), 1); err != nil {
+		t.Error(err)
+	}
+	if l, err := d.Leases("old"); err == nil {
+		t.Errorf("leases of the removed network: %v", l)
+	}
+
+	// A step that fails is reported; the rest is applied, and the next
+	// reload starts from what runs.
+	err = d.Reload(mustParse(t, config(`
+networks:
+  - name: lan
+    ports: [%s, %s, xsnosuchdev]
+  - name: new
+    ports: [%s]
+`, h[0].Port, h[1].Port, h[2].Port)))
+	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") {
+		t.Errorf("reload with a missing device: %v", err)
+	}
+	got = ports()
+	if _, ok := got[h[5].Port]; ok {
+		t.Errorf("%s still plugged in", h[5].Port)
+	}
+	if p := got[h[2].Port]; p.Network != "new" {
+		t.Errorf("%s: %+v, want plugged into new", h[2].Port, p)
+	}
+	if p := got[h[0].Port]; p.Security {
+		t.Errorf("%s still secured: %+v", h[0].Port, p)
+	}
+}
