@@ -131,7 +131,9 @@ func (d *Daemon) syncLeases() {
 // Switch is the dataplane.
 func (d *Daemon) Switch() *dataplane.Switch { return d.sw }
 
-func (d *Daemon) addNetwork(c config.Network) error {
+// addNetwork sets up a network with its host port, services and ports;
+// on failure it undoes what it did.
+func (d *Daemon) addNetwork(c config.Network) (err error) {
 	if err := d.sw.AddNetwork(c.Name); err != nil {
 		return err
 	}
@@ -139,6 +141,13 @@ func (d *Daemon) addNetwork(c config.Network) error {
 	d.mu.Lock()
 	d.nets = append(d.nets, n)
 	d.mu.Unlock()
+	defer func() {
+		if err != nil {
+			if uerr := d.removeNetwork(n); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing it: %w", uerr))
+			}
+		}
+	}()
 	if x := c.VXLAN; x != nil {
 		var remotes []netip.Addr
 		for _, r := range x.Remotes {

@@ -47,6 +47,8 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 		if !ok {
 			if err := d.removeNetwork(n); err != nil {
 				fail(fmt.Errorf("network %q: %w", n.cfg.Name, err))
+			} else {
+				d.log.Info("network removed by reload", "network", n.cfg.Name)
 			}
 			continue
 		}
@@ -199,8 +201,8 @@ func onlyRulesDiffer(a, b config.Port) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// removeNetwork unplugs every port of a network and undoes what it set
-// up on the host.
+// removeNetwork unplugs every port of a network, undoes what it set up
+// on the host and removes it; also a network set up only in part.
 func (d *Daemon) removeNetwork(n *network) error {
 	d.mu.Lock()
 	d.nets = slices.DeleteFunc(d.nets, func(m *network) bool { return m == n })
@@ -221,9 +223,5 @@ func (d *Daemon) removeNetwork(n *network) error {
 		errs = append(errs, n.closers[i]())
 	}
 	errs = append(errs, d.sw.RemoveNetwork(n.cfg.Name))
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	d.log.Info("network removed by reload", "network", n.cfg.Name)
-	return nil
+	return errors.Join(errs...)
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/xdpswitch/xdpswitch/api"
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
 )
@@ -136,9 +138,19 @@ networks:
     ports: [%s, %s, xsnosuchdev]
   - name: new
     ports: [%s]
+  - name: broken
+    gateway: 10.89.0.1/24
+    ports: [xsnosuchdev2]
 `, h[0].Port, h[1].Port, h[2].Port)))
-	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") {
-		t.Errorf("reload with a missing device: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") || !strings.Contains(err.Error(), "xsnosuchdev2") {
+		t.Errorf("reload with missing devices: %v", err)
+	}
+	// A network that could not be set up whole is not set up at all.
+	if got := networks(); !slices.Equal(got, []string{"lan", "new"}) {
+		t.Errorf("networks after a reload that failed to add one: %v", got)
+	}
+	if _, err := netlink.LinkByName("xsh-broken"); err == nil {
+		t.Error("the failed network's host port is left")
 	}
 	got = ports()
 	if _, ok := got[h[5].Port]; ok {
