@@ -52,18 +52,6 @@ networks:
 		d = start(t, cfg())
 		return api.NewClient(serveAPI(t, d))
 	}
-	ports := func(cl *api.Client) map[string]api.Port {
-		t.Helper()
-		ps, err := cl.Ports(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]api.Port{}
-		for _, p := range ps {
-			m[p.Name] = p
-		}
-		return m
-	}
 	recorded := func() []string {
 		t.Helper()
 		raw, err := os.ReadFile(filepath.Join(state, pluggedFile))
@@ -117,7 +105,7 @@ networks:
 		t.Fatal(err)
 	}
 	cl = restart()
-	got := ports(cl)
+	got := portsByName(t, cl)
 	if len(got) != 2 {
 		t.Errorf("after a restart, ports %v; want %s and %s", got, a.Port, b.Port)
 	}
@@ -147,7 +135,7 @@ networks:
 		t.Errorf("recorded %v after unplugging %s", got, b.Port)
 	}
 	cl = restart()
-	if got := ports(cl); len(got) != 1 || got[a.Port].Name == "" {
+	if got := portsByName(t, cl); len(got) != 1 || got[a.Port].Name == "" {
 		t.Errorf("after unplugging %s and a restart: %v", b.Port, got)
 	}
 
@@ -160,7 +148,7 @@ networks:
 		t.Fatal(err)
 	}
 	cl = restart()
-	if got := ports(cl); len(got) != 0 {
+	if got := portsByName(t, cl); len(got) != 0 {
 		t.Errorf("ports from an unreadable record: %v", got)
 	}
 	if raw, err := os.ReadFile(filepath.Join(state, pluggedFile+".bad")); err != nil || string(raw) != "{not json" {
@@ -169,4 +157,18 @@ networks:
 	if got := recorded(); len(got) != 0 {
 		t.Errorf("recorded %v after starting without a record", got)
 	}
+}
+
+// portsByName is the switch's ports, as the API lists them, by name.
+func portsByName(t *testing.T, cl *api.Client) map[string]api.Port {
+	t.Helper()
+	ps, err := cl.Ports(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]api.Port{}
+	for _, p := range ps {
+		m[p.Name] = p
+	}
+	return m
 }

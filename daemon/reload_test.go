@@ -46,18 +46,6 @@ networks:
 	if _, err := cl.AddPort(ctx, h[4].Port, "old"); err != nil {
 		t.Fatal(err)
 	}
-	ports := func() map[string]api.Port {
-		t.Helper()
-		ps, err := cl.Ports(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]api.Port{}
-		for _, p := range ps {
-			m[p.Name] = p
-		}
-		return m
-	}
 	networks := func() []string {
 		t.Helper()
 		var names []string
@@ -66,7 +54,7 @@ networks:
 		}
 		return names
 	}
-	before := ports()
+	before := portsByName(t, cl)
 
 	// What a running switch cannot change is refused, and nothing of the
 	// config is applied.
@@ -79,7 +67,7 @@ networks:
 			t.Errorf("reload: %v, want it refused as %q", err, tc.why)
 		}
 	}
-	if got := ports(); len(got) != len(before) {
+	if got := portsByName(t, cl); len(got) != len(before) {
 		t.Fatalf("a refused reload changed the ports: %v", got)
 	}
 
@@ -102,7 +90,7 @@ networks:
 	if got := networks(); !slices.Equal(got, []string{"lan", "new"}) {
 		t.Errorf("networks after the reload: %v", got)
 	}
-	got := ports()
+	got := portsByName(t, cl)
 	for _, name := range []string{h[2].Port, h[3].Port, h[4].Port, "xss-old"} {
 		if _, ok := got[name]; ok {
 			t.Errorf("%s still plugged in", name)
@@ -152,7 +140,7 @@ networks:
 	if _, err := netlink.LinkByName("xsh-broken"); err == nil {
 		t.Error("the failed network's host port is left")
 	}
-	got = ports()
+	got = portsByName(t, cl)
 	if _, ok := got[h[5].Port]; ok {
 		t.Errorf("%s still plugged in", h[5].Port)
 	}
