@@ -100,8 +100,9 @@ func (d *Daemon) APIHandler() http.Handler {
 		info, err := d.sw.PortRules(r.PathValue("name"))
 		replyRules(w, info, err)
 	})
-	// A network's rules set here last until the daemon restarts, which
-	// reads the config's again; a plugged port's are recorded with it.
+	// A network's rules set here last until the daemon restarts, or a
+	// reload finds them changed in the config; a plugged port's are
+	// recorded with it.
 	mux.HandleFunc("PUT /v1/networks/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
 		setRules(w, r, d.sw.SetNetworkRules, nil)
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xdpswitch/xdpswitch/api"
 	"github.com/xdpswitch/xdpswitch/config"
+	"github.com/xdpswitch/xdpswitch/dataplane"
 )
 
 // ErrNeedsRestart marks a reload refused because the new config changes
@@ -42,6 +43,9 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 	for _, c := range cfg.Networks {
 		wanted[c.Name] = c
 	}
+	// What goes, goes first: a port that moves to another network is
+	// free by the time it is plugged in there.
+	var kept []*network
 	for _, n := range running {
 		c, ok := wanted[n.cfg.Name]
 		if !ok {
@@ -52,8 +56,14 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 			}
 			continue
 		}
-		for _, err := range d.changeNetwork(n, c) {
+		for _, err := range d.unplugGone(n, c) {
 			fail(fmt.Errorf("network %q: %w", c.Name, err))
+		}
+		kept = append(kept, n)
+	}
+	for _, n := range kept {
+		for _, err := range d.changeNetwork(n, wanted[n.cfg.Name]) {
+			fail(fmt.Errorf("network %q: %w", n.cfg.Name, err))
 		}
 	}
 	have := map[string]bool{}
@@ -126,6 +136,28 @@ func yamlName(f reflect.StructField) string {
 	return f.Name
 }
 
+// unplugGone unplugs the network's config ports that c no longer lists.
+func (d *Daemon) unplugGone(n *network, c config.Network) []error {
+	var errs []error
+	var ports []config.Port
+	for _, p := range n.cfg.Ports {
+		if slices.ContainsFunc(c.Ports, func(q config.Port) bool { return q.Name == p.Name }) {
+			ports = append(ports, p)
+			continue
+		}
+		if err := d.sw.RemovePort(p.Name); err != nil && !errors.Is(err, dataplane.ErrNotFound) {
+			errs = append(errs, err)
+			ports = append(ports, p)
+			continue
+		}
+		d.log.Info("port removed by reload", "port", p.Name, "network", c.Name)
+	}
+	d.mu.Lock()
+	n.cfg.Ports = ports
+	d.mu.Unlock()
+	return errs
+}
+
 // changeNetwork applies a running network's new rules and config ports,
 // and records what runs now: a port that could not change stays as it
 // was, or is gone if it could not be plugged in anew.
@@ -147,6 +179,9 @@ func (d *Daemon) changeNetwork(n *network, c config.Network) []error {
 	for _, p := range c.Ports {
 		was, plugged := old[p.Name]
 		delete(old, p.Name)
+		// A port whose device went (and maybe came back) is plugged in
+		// like a new one: a reload converges on the config.
+		plugged = plugged && d.inNetwork(p.Name, c.Name)
 		now, err := d.changePort(c.Name, was, p, plugged)
 		if err != nil {
 			errs = append(errs, err) // the switch's errors name the port
@@ -155,13 +190,9 @@ func (d *Daemon) changeNetwork(n *network, c config.Network) []error {
 			ports = append(ports, *now)
 		}
 	}
-	for name, was := range old {
-		if err := d.sw.RemovePort(name); err != nil {
-			errs = append(errs, err)
-			ports = append(ports, was)
-			continue
-		}
-		d.log.Info("port removed by reload", "port", name, "network", c.Name)
+	// Those unplugGone could not unplug.
+	for _, was := range old {
+		ports = append(ports, was)
 	}
 	d.mu.Lock()
 	n.cfg.Rules, n.cfg.Ports = rules, ports
@@ -194,6 +225,12 @@ func (d *Daemon) changePort(network string, was, p config.Port, plugged bool) (*
 		d.log.Info("port plugged in anew by reload", "port", p.Name, "network", network)
 	}
 	return &p, nil
+}
+
+// inNetwork tells whether the switch has the port, in the network.
+func (d *Daemon) inNetwork(port, network string) bool {
+	p, err := d.sw.Port(port)
+	return err == nil && p.Network == network
 }
 
 func onlyRulesDiffer(a, b config.Port) bool {

@@ -119,17 +119,18 @@ networks:
 	}
 
 	// A step that fails is reported; the rest is applied, and the next
-	// reload starts from what runs.
+	// reload starts from what runs. h1 moves from lan (listed after it)
+	// to new.
 	err = d.Reload(mustParse(t, config(`
 networks:
-  - name: lan
-    ports: [%s, %s, xsnosuchdev]
   - name: new
-    ports: [%s]
+    ports: [%s, %s]
+  - name: lan
+    ports: [%s, xsnosuchdev]
   - name: broken
     gateway: 10.89.0.1/24
     ports: [xsnosuchdev2]
-`, h[0].Port, h[1].Port, h[2].Port)))
+`, h[2].Port, h[1].Port, h[0].Port)))
 	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") || !strings.Contains(err.Error(), "xsnosuchdev2") {
 		t.Errorf("reload with missing devices: %v", err)
 	}
@@ -144,8 +145,30 @@ networks:
 	if _, ok := got[h[5].Port]; ok {
 		t.Errorf("%s still plugged in", h[5].Port)
 	}
-	if p := got[h[2].Port]; p.Network != "new" {
-		t.Errorf("%s: %+v, want plugged into new", h[2].Port, p)
+	for _, i := range []int{1, 2} {
+		if p := got[h[i].Port]; p.Network != "new" {
+			t.Errorf("%s: %+v, want plugged into new", h[i].Port, p)
+		}
+	}
+	if err := h[1].Ping(h[2].IP.String(), 1); err != nil {
+		t.Error(err)
+	}
+
+	// Converged: the same config again changes nothing but the missing
+	// devices, which it reports again.
+	before = portsByName(t, cl)
+	err = d.Reload(mustParse(t, config(`
+networks:
+  - name: new
+    ports: [%s, %s]
+  - name: lan
+    ports: [%s, xsnosuchdev]
+`, h[2].Port, h[1].Port, h[0].Port)))
+	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") {
+		t.Errorf("reload with a missing device, again: %v", err)
+	}
+	if got := portsByName(t, cl); len(got) != len(before) {
+		t.Errorf("ports after the same config again: %v, before %v", got, before)
 	}
 	if p := got[h[0].Port]; p.Security {
 		t.Errorf("%s still secured: %+v", h[0].Port, p)
