@@ -87,14 +87,11 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 
 // reloadable refuses a config that changes what only a restart can.
 func (d *Daemon) reloadable(cfg *config.Config) error {
-	var why []string
 	old, next := *d.cfg, *cfg
 	old.Networks, next.Networks = nil, nil
-	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
-	for i := range ov.NumField() {
-		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
-			why = append(why, yamlName(ov.Type().Field(i))+" changed")
-		}
+	var why []string
+	for _, f := range changedFields(old, next) {
+		why = append(why, f+" changed")
 	}
 	d.mu.Lock()
 	running := map[string]config.Network{}
@@ -111,11 +108,8 @@ func (d *Daemon) reloadable(cfg *config.Config) error {
 		// host port and services, and its tunnel.
 		a, b := r, c
 		a.Ports, a.Rules, b.Ports, b.Rules = nil, nil, nil, nil
-		av, bv := reflect.ValueOf(a), reflect.ValueOf(b)
-		for i := range av.NumField() {
-			if !reflect.DeepEqual(av.Field(i).Interface(), bv.Field(i).Interface()) {
-				why = append(why, fmt.Sprintf("network %q: %s changed", c.Name, yamlName(av.Type().Field(i))))
-			}
+		for _, f := range changedFields(a, b) {
+			why = append(why, fmt.Sprintf("network %q: %s changed", c.Name, f))
 		}
 	}
 	for name, r := range running {
@@ -129,11 +123,23 @@ func (d *Daemon) reloadable(cfg *config.Config) error {
 	return nil
 }
 
-func yamlName(f reflect.StructField) string {
-	if tag := f.Tag.Get("yaml"); tag != "" && tag != "-" {
-		return tag
+// changedFields names, as the config file does, the fields in which two
+// structs of the same type differ.
+func changedFields[T any](a, b T) []string {
+	av, bv := reflect.ValueOf(a), reflect.ValueOf(b)
+	var names []string
+	for i := range av.NumField() {
+		if reflect.DeepEqual(av.Field(i).Interface(), bv.Field(i).Interface()) {
+			continue
+		}
+		f := av.Type().Field(i)
+		name := f.Tag.Get("yaml")
+		if name == "" || name == "-" {
+			name = f.Name
+		}
+		names = append(names, name)
 	}
-	return f.Name
+	return names
 }
 
 // unplugGone unplugs the network's config ports that c no longer lists.

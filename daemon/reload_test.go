@@ -121,16 +121,17 @@ networks:
 	// A step that fails is reported; the rest is applied, and the next
 	// reload starts from what runs. h1 moves from lan (listed after it)
 	// to new.
-	err = d.Reload(mustParse(t, config(`
+	moved := fmt.Sprintf(`
 networks:
   - name: new
     ports: [%s, %s]
   - name: lan
     ports: [%s, xsnosuchdev]
-  - name: broken
+`, h[2].Port, h[1].Port, h[0].Port)
+	err = d.Reload(mustParse(t, config(`%s  - name: broken
     gateway: 10.89.0.1/24
     ports: [xsnosuchdev2]
-`, h[2].Port, h[1].Port, h[0].Port)))
+`, moved)))
 	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") || !strings.Contains(err.Error(), "xsnosuchdev2") {
 		t.Errorf("reload with missing devices: %v", err)
 	}
@@ -157,13 +158,7 @@ networks:
 	// Converged: the same config again changes nothing but the missing
 	// devices, which it reports again.
 	before = portsByName(t, cl)
-	err = d.Reload(mustParse(t, config(`
-networks:
-  - name: new
-    ports: [%s, %s]
-  - name: lan
-    ports: [%s, xsnosuchdev]
-`, h[2].Port, h[1].Port, h[0].Port)))
+	err = d.Reload(mustParse(t, config("%s", moved)))
 	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") {
 		t.Errorf("reload with a missing device, again: %v", err)
 	}
