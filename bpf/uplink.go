@@ -62,7 +62,7 @@ var uplinkStatNames = []string{
 	"frag_redirected",
 	"frag_passed",
 	"pass_no_socket",
-	"pass_no_meta",
+	"pass_no_room",
 	"drop_redirect",
 }
 
@@ -209,7 +209,7 @@ func (u *Uplink) DeleteVNI(vni uint32) error {
 // no VXLAN first fragment on record, given to the host), the pass_* reasons
 // why a frame went to the host stack untouched (pass_not_vxlan,
 // pass_not_local, pass_unknown_vni, pass_malformed, pass_no_socket,
-// pass_no_meta) and drop_redirect (decapsulated, then its socket vanished).
+// pass_no_room) and drop_redirect (decapsulated, then its socket vanished).
 func (u *Uplink) Stats() (map[string]uint64, error) {
 	s := make(map[string]uint64, len(uplinkStatNames))
 	for key, name := range uplinkStatNames {
@@ -246,8 +246,9 @@ func (u *Uplink) Close() error {
 }
 
 // UplinkMetaSize is the size of the metadata record the uplink program puts
-// right before every frame it hands to a socket (struct uplink_meta in
-// bpf/src/meta.h): read it with afxdp's Umem.Meta(desc.Addr, UplinkMetaSize).
+// in front of every frame it hands to a socket (struct uplink_meta in
+// bpf/src/meta.h): the descriptor's first UplinkMetaSize bytes are the
+// record, the frame follows.
 const UplinkMetaSize = 32
 
 // UplinkMetaVersion is the record layout ParseUplinkMeta understands.
@@ -274,10 +275,10 @@ const (
 //	12     4   reserved, zero
 //	16    16   outer source address, network byte order; IPv4 as ::ffff:a.b.c.d
 //
-// For a decapsulated frame the data at the descriptor's address is the inner
-// Ethernet frame. For a raw fragment (RawFragment) it is the whole outer
-// frame as received, Ethernet header, VLAN tag and all: the switch
-// reassembles the datagram and decapsulates it itself.
+// For a decapsulated frame the data after the record is the inner Ethernet
+// frame. For a raw fragment (RawFragment) it is the whole outer frame as
+// received, Ethernet header, VLAN tag and all: the switch reassembles the
+// datagram and decapsulates it itself.
 type UplinkMeta struct {
 	Version uint8
 	Flags   uint8
@@ -292,8 +293,8 @@ type UplinkMeta struct {
 	OuterIPv6, OuterVLAN, RawFragment bool
 }
 
-// ParseUplinkMeta reads a metadata record: exactly UplinkMetaSize bytes, as
-// Umem.Meta(desc.Addr, UplinkMetaSize) returns them. It refuses anything the
+// ParseUplinkMeta reads a metadata record: exactly UplinkMetaSize bytes, the
+// front of a frame from the uplink's socket. It refuses anything the
 // program would never write (another version, unknown flags, reserved bytes
 // set, a VNI beyond 24 bits, a raw fragment with a VNI, an IPv4 underlay
 // whose address is not v4-mapped), so that a frame without a record is not

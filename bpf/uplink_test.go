@@ -151,8 +151,8 @@ type xdpMD struct {
 
 type runResult struct {
 	verdict uint32
-	meta    []byte // the metadata area after the run
-	data    []byte // the frame after the run
+	meta    []byte // the kernel's metadata area after the run
+	data    []byte // the frame after the run, a record in front of it if ours
 }
 
 func runUplink(t *testing.T, u *Uplink, pkt []byte) runResult {
@@ -294,26 +294,29 @@ func checkCase(t *testing.T, u *Uplink, c uplinkCase) {
 		}
 		return
 	case decapped:
-		if !bytes.Equal(r.data, c.inner) {
-			t.Errorf("decapsulated frame:\n got %x\nwant %x", r.data, c.inner)
+		if len(r.data) < UplinkMetaSize || !bytes.Equal(r.data[UplinkMetaSize:], c.inner) {
+			t.Errorf("decapsulated frame after the record:\n got %x\nwant %x", r.data, c.inner)
 		}
 	case rawFrag:
-		if !bytes.Equal(r.data, c.pkt) {
-			t.Errorf("raw fragment changed:\n got %x\nwant %x", r.data, c.pkt)
+		if len(r.data) < UplinkMetaSize || !bytes.Equal(r.data[UplinkMetaSize:], c.pkt) {
+			t.Errorf("raw fragment after the record changed:\n got %x\nwant %x", r.data, c.pkt)
 		}
 	}
 	if r.verdict != xdpRedirect {
 		t.Errorf("verdict %d, want XDP_REDIRECT", r.verdict)
 	}
-	if len(r.meta) != UplinkMetaSize {
-		t.Fatalf("%d bytes of metadata, want %d", len(r.meta), UplinkMetaSize)
+	if len(r.meta) != 0 {
+		t.Errorf("%d bytes in the kernel's metadata area, want none", len(r.meta))
 	}
-	m, err := ParseUplinkMeta(r.meta)
+	if len(r.data) < UplinkMetaSize {
+		t.Fatalf("%d bytes out, too short for a record", len(r.data))
+	}
+	m, err := ParseUplinkMeta(r.data[:UplinkMetaSize])
 	if err != nil {
-		t.Fatalf("metadata %x: %v", r.meta, err)
+		t.Fatalf("record %x: %v", r.data[:UplinkMetaSize], err)
 	}
 	if m != c.meta {
-		t.Errorf("metadata %+v, want %+v", m, c.meta)
+		t.Errorf("record %+v, want %+v", m, c.meta)
 	}
 }
 
@@ -775,8 +778,9 @@ func TestUplinkAttached(t *testing.T) {
 			t.Fatalf("send: %v", err)
 		}
 	}
-	// receive waits for a frame equal to want on the socket and returns its
-	// metadata record; other frames (none expected) are recycled.
+	// receive waits for a frame equal to want, behind a metadata record, on
+	// the socket and returns the record; other frames (none expected) are
+	// recycled.
 	descs := make([]afxdp.Desc, 16)
 	receive := func(want []byte) UplinkMeta {
 		t.Helper()
@@ -791,9 +795,9 @@ func TestUplinkAttached(t *testing.T) {
 			var meta UplinkMeta
 			var metaErr error
 			for _, d := range descs[:n] {
-				if b := umem.Bytes(d.Addr, int(d.Len)); got == nil && bytes.Equal(b, want) {
+				if b := umem.Bytes(d.Addr, int(d.Len)); got == nil && len(b) >= UplinkMetaSize && bytes.Equal(b[UplinkMetaSize:], want) {
 					got = b
-					meta, metaErr = ParseUplinkMeta(umem.Meta(d.Addr, UplinkMetaSize))
+					meta, metaErr = ParseUplinkMeta(b[:UplinkMetaSize])
 				} else {
 					t.Logf("unexpected frame on the socket: %x", b)
 				}

@@ -24,7 +24,8 @@ type tunnel struct {
 type underlayMap map[[16]byte]*vxlan.Underlay
 
 // receiveTunnel takes a batch from the uplink: inner frames its program
-// decapsulated, each behind a metadata record that names the frame's
+// decapsulated, each behind a metadata record (in the frame, in front of
+// it) that names the frame's
 // network and the VTEP that sent it, and outer fragments for reassembly.
 // A frame is switched in its network only, and its source MAC learned as
 // behind its VTEP.
@@ -37,12 +38,23 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 	for i := range l.takeRx(p, n) {
 		d := l.rx[i]
 		f := l.umem.Bytes(d.Addr, int(d.Len))
-		meta, err := bpf.ParseUplinkMeta(l.umem.Meta(d.Addr, bpf.UplinkMetaSize))
-		if f == nil || err != nil {
+		if len(f) < bpf.UplinkMetaSize {
 			p.ctr.drop(DropBadMetadata)
 			l.pool.release(d.Addr)
 			continue
 		}
+		meta, err := bpf.ParseUplinkMeta(f[:bpf.UplinkMetaSize])
+		if err != nil {
+			p.ctr.drop(DropBadMetadata)
+			l.pool.release(d.Addr)
+			continue
+		}
+		// The frame is what follows the record; the descriptor shrinks to
+		// it, so that it goes out as it is, with the record's bytes as
+		// headroom.
+		d.Addr += bpf.UplinkMetaSize
+		d.Len -= bpf.UplinkMetaSize
+		f = f[bpf.UplinkMetaSize:]
 		rxPackets++
 		rxBytes += uint64(d.Len)
 		if meta.RawFragment {

@@ -1,17 +1,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The metadata record the uplink program writes with bpf_xdp_adjust_meta
- * right before the frame it hands to an AF_XDP socket. The kernel copies the
- * metadata area along into the UMEM, so the switch finds the record in the
- * UMEM_META_SIZE bytes just before the rx descriptor's address. The Go mirror
- * is bpf.UplinkMeta / bpf.ParseUplinkMeta (bpf/uplink.go); change both
- * together and bump UPLINK_META_VERSION.
+ * The metadata record the uplink program writes in front of every frame it
+ * hands to an AF_XDP socket: the descriptor's address points at the record,
+ * and the frame follows it. The record travels in the frame, not in the
+ * kernel's metadata area (bpf_xdp_adjust_meta), because some kernels refuse
+ * that helper to XDP programs; bpf_xdp_adjust_head works on all of them. The
+ * Go mirror is bpf.UplinkMeta / bpf.ParseUplinkMeta (bpf/uplink.go); change
+ * both together and bump UPLINK_META_VERSION.
  *
  * Byte orders: what comes off the wire (the UDP port, the address) stays in
  * network byte order; what the program computes (vni, network) is in host
  * byte order (little endian on every machine this runs on).
- *
- * The kernel accepts at most 32 bytes of metadata, in multiples of 4.
  */
 #ifndef XDPSWITCH_META_H
 #define XDPSWITCH_META_H

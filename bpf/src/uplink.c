@@ -7,8 +7,8 @@
 // outer frame, addressed to one of the local VTEP addresses (local_addrs)
 // and carrying a VNI the switch serves (vnis), is validated, stripped down
 // to the inner Ethernet frame and handed to the AF_XDP socket of its rx
-// queue, with a struct uplink_meta (meta.h) in the metadata area right
-// before it: the VNI, the switch's network for it and where it came from.
+// queue, with a struct uplink_meta (meta.h) in front of it, in the frame:
+// the VNI, the switch's network for it and where it came from.
 //
 // Outer fragments are not decapsulated here: an XDP program sees one frame
 // at a time and cannot reassemble. They are handed to the socket raw (see
@@ -97,7 +97,7 @@ enum uplink_stat {
 	UPLINK_STAT_FRAG_REDIRECTED,  // an outer fragment handed to a socket raw
 	UPLINK_STAT_FRAG_PASSED,      // a later fragment with no VXLAN first fragment on record
 	UPLINK_STAT_PASS_NO_SOCKET,   // ours, but no socket on this rx queue
-	UPLINK_STAT_PASS_NO_META,     // ours, but the driver has no metadata area
+	UPLINK_STAT_PASS_NO_ROOM,     // ours, but no headroom for the record
 	UPLINK_STAT_DROP_REDIRECT,    // decapsulated, then the socket vanished
 	UPLINK_STAT_MAX,
 };
@@ -262,14 +262,15 @@ static __always_inline int has_socket(struct xdp_md *ctx)
 	return bpf_map_lookup_elem(&xsks, &q) != 0;
 }
 
-// write_meta fills the metadata area reserved by bpf_xdp_adjust_meta.
+// write_meta fills the record at the front of the frame, where the data
+// was moved back to make room for it.
 static __always_inline int write_meta(struct xdp_md *ctx, struct outer *o, __u8 flags,
 				      __be16 sport, __u32 vni, __u32 network)
 {
-	void *data = (void *)(long)ctx->data;
-	struct uplink_meta *m = (void *)(long)ctx->data_meta;
+	void *end = (void *)(long)ctx->data_end;
+	struct uplink_meta *m = (void *)(long)ctx->data;
 
-	if ((void *)(m + 1) > data)
+	if ((void *)(m + 1) > end)
 		return 0;
 	m->version = UPLINK_META_VERSION;
 	m->flags = o->flags | flags;
@@ -314,12 +315,14 @@ static __always_inline int redirect_raw(struct xdp_md *ctx, struct outer *o, __b
 {
 	long action;
 
-	// Reserve and write the record; the frame itself is not touched, so
-	// whatever fails here leaves the host a frame it can use.
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct uplink_meta)))
-		return pass(UPLINK_STAT_PASS_NO_META);
+	// Make room in the headroom and write the record there; the frame
+	// itself is not touched, so whatever fails here leaves the host (with
+	// the room given back) the frame as it came.
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct uplink_meta)))
+		return pass(UPLINK_STAT_PASS_NO_ROOM);
 	if (!write_meta(ctx, o, UPLINK_META_RAW_FRAGMENT, sport, 0, 0))
-		return pass(UPLINK_STAT_PASS_NO_META);
+		return bpf_xdp_adjust_head(ctx, sizeof(struct uplink_meta)) ?
+			       XDP_ABORTED : pass(UPLINK_STAT_PASS_NO_ROOM);
 	action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	count(action == XDP_REDIRECT ? UPLINK_STAT_FRAG_REDIRECTED : UPLINK_STAT_PASS_NO_SOCKET);
 	return action;
@@ -364,7 +367,8 @@ static __always_inline int later_fragment(struct xdp_md *ctx, struct outer *o)
 }
 
 // decap strips the outer headers of a validated VXLAN frame and hands the
-// inner frame to the socket of its rx queue, with the metadata before it.
+// inner frame to the socket of its rx queue, with the record in front of
+// it, in the last bytes of the outer headers.
 static __always_inline int decap(struct xdp_md *ctx, struct outer *o, __u32 inner_off,
 				 __u32 inner_end, __be16 sport, __u32 vni, __u32 network)
 {
@@ -378,16 +382,14 @@ static __always_inline int decap(struct xdp_md *ctx, struct outer *o, __u32 inne
 	// traffic on the host's underlay.
 	if (!has_socket(ctx))
 		return pass(UPLINK_STAT_PASS_NO_SOCKET);
-	// Reserve the metadata first: it fails on drivers without a metadata
-	// area, and then nothing has been changed yet. bpf_xdp_adjust_head
-	// below moves the reserved area along with the data.
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct uplink_meta)))
-		return pass(UPLINK_STAT_PASS_NO_META);
 	// Bytes after the UDP datagram (Ethernet padding, or an IP length
 	// shorter than the frame) are not part of the inner frame.
 	if (len > inner_end && bpf_xdp_adjust_tail(ctx, -(int)(len - inner_end)))
 		return pass(UPLINK_STAT_PASS_MALFORMED);
-	if (bpf_xdp_adjust_head(ctx, inner_off))
+	// The outer headers (at least Ethernet, IPv4, UDP and VXLAN: 50 bytes)
+	// have room for the record.
+	if (inner_off < sizeof(struct uplink_meta) ||
+	    bpf_xdp_adjust_head(ctx, inner_off - sizeof(struct uplink_meta)))
 		return pass(UPLINK_STAT_PASS_MALFORMED);
 	if (!write_meta(ctx, o, 0, sport, vni, network)) {
 		count(UPLINK_STAT_DROP_REDIRECT);

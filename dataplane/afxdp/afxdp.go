@@ -4,8 +4,9 @@
 // It exists because the dataplane needs, together, what no Go AF_XDP
 // library offers: one UMEM shared by the sockets of several devices
 // (XDP_SHARED_UMEM, so a frame received on one port is transmitted on another
-// without a copy), XDP_USE_NEED_WAKEUP, frame headroom with access to the XDP
-// metadata written by bpf_xdp_adjust_meta, and errors instead of panics.
+// without a copy), XDP_USE_NEED_WAKEUP, frame headroom of its own in front
+// of every received frame (encapsulation writes there in place), and errors
+// instead of panics.
 //
 // Everything on the per-frame path (Receive, Fill, Transmit, Complete, Kick,
 // the free/pending counters) allocates nothing and makes no system call except

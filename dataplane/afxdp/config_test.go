@@ -135,22 +135,6 @@ func TestUmemAddressing(t *testing.T) {
 			t.Fatalf("Bytes(%d, %d) = %d bytes, want nil", c.addr, c.n, len(b))
 		}
 	}
-	// Meta: the bytes right before addr, never before the chunk start.
-	copy(u.mem[2048+248:], []byte{1, 2, 3, 4, 5, 6, 7, 8})
-	if m := u.Meta(2048+256, 8); string(m) != "\x01\x02\x03\x04\x05\x06\x07\x08" || cap(m) != 8 {
-		t.Fatalf("Meta = %v (cap %d)", m, cap(m))
-	}
-	if m := u.Meta(2048+256, 256); len(m) != 256 {
-		t.Fatalf("Meta to chunk start: %d bytes", len(m))
-	}
-	for _, c := range []struct {
-		addr uint64
-		n    int
-	}{{2048 + 256, 257}, {2048, 1}, {4 * 2048, 0}, {100, -1}} {
-		if m := u.Meta(c.addr, c.n); m != nil {
-			t.Fatalf("Meta(%d, %d) = %d bytes, want nil", c.addr, c.n, len(m))
-		}
-	}
 	if err := u.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -159,19 +159,6 @@ func (u *Umem) Bytes(addr uint64, n int) []byte {
 	return u.mem[addr:end:end]
 }
 
-// Meta returns the n bytes just before addr, sharing the memory. An XDP
-// program's bpf_xdp_adjust_meta metadata sits right before the packet data,
-// and the kernel copies it along into the UMEM, so for a received descriptor
-// Meta(desc.Addr, n) reads what the program wrote. It returns nil if addr is
-// outside the UMEM or the range would cross the start of addr's chunk.
-func (u *Umem) Meta(addr uint64, n int) []byte {
-	if n < 0 || addr >= uint64(len(u.mem)) || uint64(n) > addr&u.off {
-		return nil
-	}
-	start := addr - uint64(n)
-	return u.mem[start:addr:addr]
-}
-
 // register adds a bound socket to the UMEM's list.
 func (u *Umem) register(s *Socket) {
 	u.sockets = append(u.sockets, s)

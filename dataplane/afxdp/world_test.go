@@ -50,41 +50,18 @@ func newXSKMap(t *testing.T) *ebpf.Map {
 	return m
 }
 
-// testMeta is what the metadata program writes in front of every frame.
-var testMeta = [8]byte{0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88}
-
 // newRedirectProg builds
 //
 //	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-//
-// and, with meta, first reserves 8 bytes of metadata with
-// bpf_xdp_adjust_meta(ctx, -8) and writes testMeta into them (after the
-// bounds check data_meta+8 <= data the verifier insists on).
-func newRedirectProg(t *testing.T, xsks *ebpf.Map, meta bool) *ebpf.Program {
+func newRedirectProg(t *testing.T, xsks *ebpf.Map) *ebpf.Program {
 	t.Helper()
 	const (
-		offData       = 0  // struct xdp_md.data
-		offDataMeta   = 8  // struct xdp_md.data_meta
 		offRxQueueIdx = 16 // struct xdp_md.rx_queue_index
 		xdpPass       = 2
 	)
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
-	if meta {
-		insns = append(insns,
-			asm.Mov.Imm(asm.R2, -8),
-			asm.FnXdpAdjustMeta.Call(),
-			asm.JNE.Imm(asm.R0, 0, "redirect"),
-			asm.LoadMem(asm.R2, asm.R6, offDataMeta, asm.Word),
-			asm.LoadMem(asm.R3, asm.R6, offData, asm.Word),
-			asm.Mov.Reg(asm.R4, asm.R2),
-			asm.Add.Imm(asm.R4, 8),
-			asm.JGT.Reg(asm.R4, asm.R3, "redirect"),
-			asm.StoreImm(asm.R2, 0, int64(binary.LittleEndian.Uint32(testMeta[0:4])), asm.Word),
-			asm.StoreImm(asm.R2, 4, int64(binary.LittleEndian.Uint32(testMeta[4:8])), asm.Word),
-		)
-	}
 	insns = append(insns,
-		asm.LoadMem(asm.R2, asm.R6, offRxQueueIdx, asm.Word).WithSymbol("redirect"),
+		asm.LoadMem(asm.R2, asm.R6, offRxQueueIdx, asm.Word),
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
@@ -114,11 +91,11 @@ func attachXDP(t *testing.T, prog *ebpf.Program, ifindex int) {
 }
 
 // steer makes port's rx queue 0 go to s: XSKMAP entry plus redirect program.
-func steer(t *testing.T, s *Socket, meta bool) *ebpf.Map {
+func steer(t *testing.T, s *Socket) *ebpf.Map {
 	t.Helper()
 	m := newXSKMap(t)
 	putXSK(t, m, s)
-	attachXDP(t, newRedirectProg(t, m, meta), s.Ifindex())
+	attachXDP(t, newRedirectProg(t, m), s.Ifindex())
 	return m
 }
 

@@ -1,7 +1,6 @@
 package afxdp
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"strings"
@@ -47,7 +46,7 @@ func TestSharedUmemForward(t *testing.T) {
 	if sa.FillFree() != 0 {
 		t.Fatalf("fill free %d after filling the ring", sa.FillFree())
 	}
-	steer(t, sa, false)
+	steer(t, sa)
 	pa, pb := newPacketSock(t, a), newPacketSock(t, b)
 
 	for i := 0; i < 3; i++ {
@@ -97,7 +96,6 @@ func TestSharedUmemForward(t *testing.T) {
 		}
 		sb.Complete(addrs)
 		_ = u.Bytes(tx[0].Addr, 60)
-		_ = u.Meta(tx[0].Addr, 0)
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per frame-path round", allocs)
@@ -208,7 +206,7 @@ func TestShareAfterRegistrarGone(t *testing.T) {
 		t.Fatal("third socket registered the UMEM anew although b's socket still holds it")
 	}
 	fillFrames(t, u, sc, 0, 32)
-	steer(t, sc, false)
+	steer(t, sc)
 	forward(t, u, pc, sc, sb, pb)
 
 	for _, s := range []*Socket{sb, sc} {
@@ -222,7 +220,7 @@ func TestShareAfterRegistrarGone(t *testing.T) {
 	}
 	se := newTestSocket(t, u, ifindexOf(t, c.Port), ModeCopy)
 	fillFrames(t, u, sd, 100, 32)
-	steer(t, sd, false)
+	steer(t, sd)
 	forward(t, u, pa, sd, se, pc)
 }
 
@@ -261,7 +259,7 @@ func TestShareAfterDeviceVanished(t *testing.T) {
 		t.Fatalf("registered %v, a marked unbound %v: want sharing through b", sc.registered, sa.unbound)
 	}
 	fillFrames(t, u, sc, 0, 32)
-	xsks := steer(t, sc, false)
+	xsks := steer(t, sc)
 	forward(t, u, pc, sc, sb, pb)
 
 	// Only the dead socket left: the next one registers anew.
@@ -277,11 +275,10 @@ func TestShareAfterDeviceVanished(t *testing.T) {
 	forward(t, u, pc, sd, se, pb)
 }
 
-// TestMetadata: an XDP program writes 8 bytes of metadata with
-// bpf_xdp_adjust_meta; in copy mode on veth they arrive right before the
-// descriptor's address. The UMEM has extra headroom to check where the frame
-// lands.
-func TestMetadata(t *testing.T) {
+// TestHeadroom: with extra headroom configured, the kernel puts a received
+// frame that far behind the XDP headroom in its chunk, and the room in
+// front of it is the switch's (for encapsulation in place).
+func TestHeadroom(t *testing.T) {
 	testnet.RequireRoot(t)
 	a := testnet.NewHost(t, "10.77.5.1/24")
 	cfg := testUmemConfig()
@@ -289,7 +286,7 @@ func TestMetadata(t *testing.T) {
 	u := newTestUmem(t, cfg)
 	s := newTestSocket(t, u, ifindexOf(t, a.Port), ModeCopy)
 	fillFrames(t, u, s, 0, 64)
-	steer(t, s, true)
+	steer(t, s)
 	pa := newPacketSock(t, a)
 	for i := 0; i < 3; i++ {
 		frame := testFrame(t, a.MAC)
@@ -298,11 +295,8 @@ func TestMetadata(t *testing.T) {
 		if off := d.Addr % uint64(u.FrameSize()); off != unix.XDP_PACKET_HEADROOM+128 {
 			t.Fatalf("rx descriptor at offset %d in its chunk, want %d", off, unix.XDP_PACKET_HEADROOM+128)
 		}
-		if m := u.Meta(d.Addr, 8); !bytes.Equal(m, testMeta[:]) {
-			t.Fatalf("metadata %x, want %x", m, testMeta)
-		}
-		if m := u.Meta(d.Addr, int(d.Addr%uint64(u.FrameSize()))+1); m != nil {
-			t.Fatal("Meta crossed the chunk start")
+		if u.Headroom() != 128 {
+			t.Fatalf("Headroom() = %d, want 128", u.Headroom())
 		}
 		s.Fill([]uint64{u.FrameAddr(u.FrameIndex(d.Addr))})
 	}
@@ -383,7 +377,7 @@ func TestBindErrors(t *testing.T) {
 		t.Fatalf("shared socket: registered %v mode %v", sb.registered, sb.Mode())
 	}
 	fillFrames(t, u, sa, 0, 32)
-	steer(t, sa, false)
+	steer(t, sa)
 	forward(t, u, newPacketSock(t, a), sa, sb, newPacketSock(t, b))
 
 	if err := u.Close(); err == nil || !strings.Contains(err.Error(), "2 sockets still open") {
