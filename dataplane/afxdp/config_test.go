@@ -1,8 +1,12 @@
 package afxdp
 
 import (
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestUmemConfigValidation(t *testing.T) {
@@ -147,4 +151,53 @@ func TestUmemAddressing(t *testing.T) {
 	if _, err := u.NewSocket(SocketConfig{Ifindex: 1, RxRingSize: 4}); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("NewSocket on closed umem: %v", err)
 	}
+}
+
+// TestUmemHugePages: where the kernel offers transparent huge pages (for
+// every mapping, or for those that ask), the UMEM is in them.
+func TestUmemHugePages(t *testing.T) {
+	thp, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		t.Fatalf("this kernel has no transparent huge pages to ask for: %v", err)
+	}
+	offered := !strings.Contains(string(thp), "[never]")
+	cfg := DefaultUmemConfig()
+	cfg.NumFrames = 8192 // 16 MiB: several huge pages whatever the alignment
+	u, err := NewUmem(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	huge := anonHugeKiB(t, uintptr(unsafe.Pointer(&u.mem[0])))
+	t.Logf("transparent huge pages %q: UMEM has %d KiB in huge pages", strings.TrimSpace(string(thp)), huge)
+	if offered && huge == 0 {
+		t.Fatal("the kernel offers huge pages, the UMEM has none")
+	}
+}
+
+// anonHugeKiB is the AnonHugePages of the mapping that starts at addr, from
+// /proc/self/smaps.
+func anonHugeKiB(t *testing.T, addr uintptr) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := fmt.Sprintf("%x-", addr)
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = strings.HasPrefix(line, start)
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "AnonHugePages:"); ok && in {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				t.Fatalf("smaps: %q: %v", line, err)
+			}
+			return kb
+		}
+	}
+	t.Fatalf("no mapping at %#x in /proc/self/smaps", addr)
+	return 0
 }
