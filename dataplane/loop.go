@@ -82,6 +82,8 @@ type loop struct {
 	addrs   [batchSize]uint64
 	learn   learning
 	pollFds []unix.PollFd
+	// touched keeps touchHeaders' reads from being optimized away.
+	touched byte
 }
 
 // loopPort is one port's socket on one loop.
@@ -243,7 +245,9 @@ func (l *loop) receive(p *loopPort, now int64) int {
 	sec := p.port.sec.Load()
 	fdb := p.net.fdb
 	fdb.mu.RLock()
-	for i := range l.takeRx(p, n) {
+	n = l.takeRx(p, n)
+	l.touchHeaders(n)
+	for i := range n {
 		d := l.rx[i]
 		f := l.umem.Bytes(d.Addr, int(d.Len))
 		if f == nil {
@@ -297,6 +301,21 @@ func (l *loop) output(m *loopPort, d afxdp.Desc, f []byte) {
 	if l.judge(m.rules, nil, policy.Out, egressZone(m.id), m.ctr, d, f) {
 		l.enqueue(m, d)
 	}
+}
+
+// touchHeaders reads the first bytes of the n frames in l.rx before the
+// batch is switched. The kernel wrote them on another CPU, so each first
+// read misses the caches (about 100 ns on a VM); read one frame at a time
+// in the decision, the misses come one after the other, while these
+// independent reads let the CPU wait for many at once.
+func (l *loop) touchHeaders(n int) {
+	var x byte
+	for _, d := range l.rx[:n] {
+		if b := l.umem.Bytes(d.Addr, 1); b != nil {
+			x ^= b[0]
+		}
+	}
+	l.touched = x
 }
 
 // takeRx moves the n frames just received on p (l.rx[:n]) to the loop

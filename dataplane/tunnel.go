@@ -35,7 +35,9 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 		return 0
 	}
 	var rxPackets, rxBytes uint64
-	for i := range l.takeRx(p, n) {
+	n = l.takeRx(p, n)
+	l.touchHeaders(n)
+	for i := range n {
 		d := l.rx[i]
 		f := l.umem.Bytes(d.Addr, int(d.Len))
 		if len(f) < bpf.UplinkMetaSize {
