@@ -91,6 +91,18 @@ func without(ports []api.AddPort, name string) []api.AddPort {
 	return slices.DeleteFunc(ports, func(r api.AddPort) bool { return r.Name == name })
 }
 
+// pluggedByAPI tells whether the switch has the port because the API
+// plugged it in.
+func (d *Daemon) pluggedByAPI(name string) bool {
+	if _, err := d.sw.Port(name); err != nil {
+		return false
+	}
+	p := d.plugged
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.ContainsFunc(p.ports, func(r api.AddPort) bool { return r.Name == name })
+}
+
 // recordPlugged applies fn to the record and saves it. The port works
 // whether or not the record could be saved, so a failure is logged: the
 // port would not come back after a restart.

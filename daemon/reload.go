@@ -211,6 +211,9 @@ func (d *Daemon) changeNetwork(n *network, c config.Network) []error {
 func (d *Daemon) changePort(network string, was, p config.Port, plugged bool) (*config.Port, error) {
 	switch {
 	case !plugged:
+		if d.pluggedByAPI(p.Name) {
+			return nil, fmt.Errorf("port %q is plugged in through the API, not by the config: detach it (vmctl detach) for the config to plug it in", p.Name)
+		}
 		if err := d.sw.AddPort(p.Name, network, portOptions(p)); err != nil {
 			return nil, err
 		}

@@ -168,4 +168,21 @@ networks:
 	if p := got[h[0].Port]; p.Security {
 		t.Errorf("%s still secured: %+v", h[0].Port, p)
 	}
+
+	// A config port that the API holds stays the API's, and every reload
+	// says why the config cannot have it.
+	if _, err := cl.AddPort(ctx, h[3].Port, "new"); err != nil {
+		t.Fatal(err)
+	}
+	held := fmt.Sprintf("networks:\n  - name: new\n    ports: [%s, %s]\n  - name: lan\n    ports: [%s, %s]\n",
+		h[2].Port, h[1].Port, h[0].Port, h[3].Port)
+	for range 2 {
+		err = d.Reload(mustParse(t, config("%s", held)))
+		if err == nil || !strings.Contains(err.Error(), "plugged in through the API") || strings.Contains(err.Error(), "exists") {
+			t.Errorf("reload of a port the API holds: %v", err)
+		}
+		if p := portsByName(t, cl)[h[3].Port]; p.Network != "new" {
+			t.Errorf("%s: %+v, want still the API's, in new", h[3].Port, p)
+		}
+	}
 }
