@@ -25,8 +25,8 @@ type underlayMap map[[16]byte]*vxlan.Underlay
 
 // receiveTunnel takes a batch from the uplink: inner frames its program
 // decapsulated, each behind a metadata record (in the frame, in front of
-// it) that names the frame's
-// network and the VTEP that sent it, and outer fragments for reassembly.
+// it) that names the frame's network and the VTEP that sent it, and outer
+// fragments for reassembly.
 // A frame is switched in its network only, and its source MAC learned as
 // behind its VTEP.
 func (l *loop) receiveTunnel(p *loopPort, now int64) int {
@@ -40,12 +40,7 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 	for i := range n {
 		d := l.rx[i]
 		f := l.umem.Bytes(d.Addr, int(d.Len))
-		if len(f) < bpf.UplinkMetaSize {
-			p.ctr.drop(DropBadMetadata)
-			l.pool.release(d.Addr)
-			continue
-		}
-		meta, err := bpf.ParseUplinkMeta(f[:bpf.UplinkMetaSize])
+		meta, err := bpf.ParseUplinkMeta(f[:min(len(f), bpf.UplinkMetaSize)])
 		if err != nil {
 			p.ctr.drop(DropBadMetadata)
 			l.pool.release(d.Addr)
