@@ -59,14 +59,13 @@ func newRedirectProg(t *testing.T, xsks *ebpf.Map) *ebpf.Program {
 		offRxQueueIdx = 16 // struct xdp_md.rx_queue_index
 		xdpPass       = 2
 	)
-	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
-	insns = append(insns,
-		asm.LoadMem(asm.R2, asm.R6, offRxQueueIdx, asm.Word),
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, offRxQueueIdx, asm.Word),
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
 		asm.Return(),
-	)
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "afxdp_test",
 		Type:         ebpf.XDP,

@@ -287,6 +287,9 @@ func TestHeadroom(t *testing.T) {
 	s := newTestSocket(t, u, ifindexOf(t, a.Port), ModeCopy)
 	fillFrames(t, u, s, 0, 64)
 	steer(t, s)
+	if u.Headroom() != 128 {
+		t.Fatalf("Headroom() = %d, want 128", u.Headroom())
+	}
 	pa := newPacketSock(t, a)
 	for i := 0; i < 3; i++ {
 		frame := testFrame(t, a.MAC)
@@ -294,9 +297,6 @@ func TestHeadroom(t *testing.T) {
 		d := receiveFrame(t, u, s, frame)
 		if off := d.Addr % uint64(u.FrameSize()); off != unix.XDP_PACKET_HEADROOM+128 {
 			t.Fatalf("rx descriptor at offset %d in its chunk, want %d", off, unix.XDP_PACKET_HEADROOM+128)
-		}
-		if u.Headroom() != 128 {
-			t.Fatalf("Headroom() = %d, want 128", u.Headroom())
 		}
 		s.Fill([]uint64{u.FrameAddr(u.FrameIndex(d.Addr))})
 	}
