@@ -13,6 +13,7 @@
 //	PUT    /v1/networks/{name}/rules replace them: a Ruleset
 //	DELETE /v1/networks/{name}/rules remove them (everything is allowed)
 //	GET, PUT, DELETE /v1/ports/{name}/rules   the same for a port
+//	GET    /debug/pprof/...          Go's profiles of the daemon (net/http/pprof), for go tool pprof
 //
 // Errors come back with a fitting status code and {"error": "message"}.
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -115,6 +116,13 @@ func (d *Daemon) APIHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/ports/{name}/rules", func(w http.ResponseWriter, r *http.Request) {
 		clearRules(w, r, d.sw.SetPortRules, d.recordPortRules)
 	})
+	// Go's profiles, on this root-only socket, show where a busy daemon's
+	// CPU and memory go (go tool pprof), under the load that makes it so.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
 	})

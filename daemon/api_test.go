@@ -197,6 +197,19 @@ networks:
 		t.Errorf("removing a removed port: %v", err)
 	}
 
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", sock)
+	}}}
+	do := func(method, path, body string) (int, string) {
+		r, _ := http.NewRequest(method, "http://x"+path, strings.NewReader(body))
+		resp, err := hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
 	// Nonsense gets a JSON error, not a crash.
 	for _, req := range []struct{ method, path, body string }{
 		{"POST", "/v1/ports", "{not json"},
@@ -204,19 +217,20 @@ networks:
 		{"GET", "/v1/nothing", ""},
 		{"PUT", "/v1/ports", ""},
 	} {
-		hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return net.Dial("unix", sock)
-		}}}
-		r, _ := http.NewRequest(req.method, "http://x"+req.path, strings.NewReader(req.body))
-		resp, err := hc.Do(r)
-		if err != nil {
-			t.Fatal(err)
+		if code, body := do(req.method, req.path, req.body); code < 400 || !strings.Contains(body, `"error"`) {
+			t.Errorf("%s %s: %d %s", req.method, req.path, code, body)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode < 400 || !strings.Contains(string(body), `"error"`) {
-			t.Errorf("%s %s: %d %s", req.method, req.path, resp.StatusCode, body)
-		}
+	}
+	// The profiles: goroutines as text, a CPU profile in pprof's format
+	// (gzip), a profile that does not exist refused.
+	if code, body := do("GET", "/debug/pprof/goroutine?debug=1", ""); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("goroutine profile: %d %.200s", code, body)
+	}
+	if code, body := do("GET", "/debug/pprof/profile?seconds=1", ""); code != http.StatusOK || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Errorf("CPU profile: %d, %d bytes starting %q", code, len(body), body[:min(len(body), 8)])
+	}
+	if code, _ := do("GET", "/debug/pprof/nosuchprofile", ""); code != http.StatusNotFound {
+		t.Errorf("an unknown profile: %d, want 404", code)
 	}
 
 	// Metrics read the same counters.
