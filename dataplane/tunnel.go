@@ -38,36 +38,46 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 	n = l.takeRx(p, n)
 	l.touchHeaders(n)
 	for i := range n {
-		d := l.rx[i]
-		f := l.umem.Bytes(d.Addr, int(d.Len))
-		meta, err := bpf.ParseUplinkMeta(f[:min(len(f), bpf.UplinkMetaSize)])
-		if err != nil {
-			p.ctr.drop(DropBadMetadata)
-			l.pool.release(d.Addr)
-			continue
+		if size, ok := l.uplinkFrame(p, l.rx[i], now); ok {
+			rxPackets++
+			rxBytes += uint64(size)
 		}
-		// The frame is what follows the record; the descriptor shrinks to
-		// it, so that it goes out as it is, with the record's bytes as
-		// headroom.
-		d.Addr += bpf.UplinkMetaSize
-		d.Len -= bpf.UplinkMetaSize
-		f = f[bpf.UplinkMetaSize:]
-		rxPackets++
-		rxBytes += uint64(d.Len)
-		if meta.RawFragment {
-			l.reassemble(p, d, f, meta, now)
-			continue
-		}
-		var ln *loopNet
-		if int(meta.Network) < len(l.netByID) {
-			ln = l.netByID[meta.Network]
-		}
-		l.switchTunnelFrame(p, ln, d, f, meta.OuterSrc.As16(), now)
 	}
 	l.tunnelDone(now)
 	p.ctr.rxPackets.Add(rxPackets)
 	p.ctr.rxBytes.Add(rxBytes)
 	return n
+}
+
+// uplinkFrame takes one frame the loop received from the uplink: it reads
+// the record in front of it and switches the frame, or adds it to its
+// datagram. It returns the frame's size without the record, and false
+// when there was no valid record, which the uplink program always writes:
+// such a frame is dropped. The caller releases the FDB lock the frame may
+// leave held (tunnelDone).
+func (l *loop) uplinkFrame(p *loopPort, d afxdp.Desc, now int64) (uint32, bool) {
+	f := l.umem.Bytes(d.Addr, int(d.Len))
+	meta, err := bpf.ParseUplinkMeta(f[:min(len(f), bpf.UplinkMetaSize)])
+	if err != nil {
+		p.ctr.drop(DropBadMetadata)
+		l.pool.release(d.Addr)
+		return 0, false
+	}
+	// The frame is what follows the record; the descriptor shrinks to it,
+	// so that it goes out as it is, with the record's bytes as headroom.
+	d.Addr += bpf.UplinkMetaSize
+	d.Len -= bpf.UplinkMetaSize
+	f = f[bpf.UplinkMetaSize:]
+	if meta.RawFragment {
+		l.reassemble(p, d, f, meta, now)
+		return d.Len, true
+	}
+	var ln *loopNet
+	if int(meta.Network) < len(l.netByID) {
+		ln = l.netByID[meta.Network]
+	}
+	l.switchTunnelFrame(p, ln, d, f, meta.OuterSrc.As16(), now)
+	return d.Len, true
 }
 
 // switchTunnelFrame switches one inner frame from the tunnel in network

@@ -2,8 +2,11 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -11,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpswitch/xdpswitch/bpf"
+	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
+	"golang.org/x/sys/unix"
 )
 
 func TestVXLANInteropIPv4(t *testing.T) {
@@ -172,5 +178,68 @@ func vxlanInterop(t *testing.T, local, remote string, bits, mtu int) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("listener got nothing")
+	}
+}
+
+// uplinkRecord is a metadata record as the uplink program writes it.
+func uplinkRecord(flags uint8, vni, network uint32, src netip.Addr) []byte {
+	b := make([]byte, bpf.UplinkMetaSize)
+	b[0], b[1] = bpf.UplinkMetaVersion, flags
+	binary.NativeEndian.PutUint32(b[4:], vni)
+	binary.NativeEndian.PutUint32(b[8:], network)
+	a := src.As16()
+	copy(b[16:], a[:])
+	return b
+}
+
+// TestUplinkFrameErrors gives the loop frames from the uplink that it
+// cannot switch: each is dropped and counted for its reason, and its UMEM
+// frame goes back to the pool. The uplink program never hands over a frame
+// without a valid record, so only this test can.
+func TestUplinkFrameErrors(t *testing.T) {
+	const frames = 64
+	l, err := newLoop(0, Config{Umem: afxdpDefaultUmem(frames)}, newFillShare(8, 64, frames), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.umem.Close(); unix.Close(l.wakeFd) })
+	p := &loopPort{id: 1, ctr: &portCounters{}}
+	vtep := netip.MustParseAddr("::ffff:192.0.2.1")
+	inner := ethFrame(bytes.Repeat([]byte{0xff}, 6), []byte{2, 0, 0, 0, 0, 1}, 0x0800, ipv4(28, 28))
+	outerEth := ethFrame(bytes.Repeat([]byte{0xff}, 6), []byte{2, 0, 0, 0, 0, 2}, 0x0800, nil)
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	for _, tc := range []struct {
+		name   string
+		frame  []byte
+		reason DropReason
+		rx     bool // counted as received: the record was valid
+	}{
+		{"no record", inner, DropBadMetadata, false},
+		{"shorter than a record", inner[:20], DropBadMetadata, false},
+		{"record of another version", cat([]byte{9}, uplinkRecord(0, 42, 1, vtep)[1:], inner), DropBadMetadata, false},
+		{"unknown flags", cat(uplinkRecord(0x80, 42, 1, vtep), inner), DropBadMetadata, false},
+		{"IPv4 underlay, address not v4-mapped", cat(uplinkRecord(0, 42, 1, netip.MustParseAddr("2001:db8::1")), inner), DropBadMetadata, false},
+		{"network the loop does not know", cat(uplinkRecord(0, 42, 7, vtep), inner), DropUnknownVNI, true},
+		{"raw fragment without an IP header", cat(uplinkRecord(bpf.UplinkMetaRawFragment, 0, 0, vtep), outerEth), DropTunnelFragment, true},
+		{"raw fragment that is no fragment", cat(uplinkRecord(bpf.UplinkMetaRawFragment, 0, 0, vtep), outerEth, ipv4(40, 40)), DropTunnelFragment, true},
+	} {
+		addr, ok := l.pool.alloc()
+		if !ok {
+			t.Fatalf("%s: no free frame", tc.name)
+		}
+		copy(l.umem.Bytes(addr, len(tc.frame)), tc.frame)
+		before := p.ctr.drops[tc.reason].Load()
+		size, rx := l.uplinkFrame(p, afxdp.Desc{Addr: addr, Len: uint32(len(tc.frame))}, clock())
+		l.tunnelDone(clock())
+		if got := p.ctr.drops[tc.reason].Load() - before; got != 1 || rx != tc.rx {
+			t.Errorf("%s: %d %v drops, received %v; want one, received %v", tc.name, got, tc.reason, rx, tc.rx)
+		}
+		if rx && int(size) != len(tc.frame)-bpf.UplinkMetaSize {
+			t.Errorf("%s: size %d, want %d without the record", tc.name, size, len(tc.frame)-bpf.UplinkMetaSize)
+		}
+		a, err := l.pool.check(nil, nil)
+		if err != nil || a.Free != frames {
+			t.Fatalf("%s: frames %+v, %v; want all %d free", tc.name, a, err, frames)
+		}
 	}
 }
