@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -213,6 +214,24 @@ func TestFrames(t *testing.T) {
 // default must allow.
 func TestRuleLines(t *testing.T) {
 	const n = 2000
+	c := compileRuleLines(t, n)
+	if c.Len() != n {
+		t.Fatalf("%d rules, want %d", c.Len(), n)
+	}
+	for _, p := range benchPackets() {
+		if a, r := c.Match(&p); a != policy.Allow || r != -1 {
+			t.Errorf("%v -> %v: rule %d (%v) matched, want none", p.SrcAddr(), p.DstAddr(), r, a)
+		}
+	}
+	if !slices.Equal(ruleLines(n), ruleLines(n)) {
+		t.Error("the rules differ from one call to the next")
+	}
+}
+
+// compileRuleLines compiles the rules scaling runs' rules as the daemon
+// does: a network's, the default allow.
+func compileRuleLines(t testing.TB, n int) *policy.Classifier {
+	t.Helper()
 	var rs policy.Ruleset
 	doc := "default: allow\nrules:\n  - " + strings.Join(ruleLines(n), "\n  - ") + "\n"
 	if err := yaml.Unmarshal([]byte(doc), &rs); err != nil {
@@ -225,20 +244,37 @@ func TestRuleLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Len() != n {
-		t.Fatalf("%d rules, want %d", c.Len(), n)
-	}
+	return c
+}
+
+// benchPackets are what the rules see of the benchmark's frames: the
+// generator's, and the sink's that teach the switch its MAC.
+func benchPackets() []policy.Packet {
+	var ps []policy.Packet
 	for _, f := range []struct {
 		src, dst     netip.Addr
 		sport, dport uint16
 	}{{hostSrcIP, hostDstIP, benchSport, benchPort}, {hostDstIP, hostSrcIP, benchSport, learnPort}} {
 		p := policy.Packet{Dir: policy.Both, Proto: policy.ProtoUDP, SrcPort: f.sport, DstPort: f.dport}
 		p.SetAddrs(f.src, f.dst)
-		if a, r := c.Match(&p); a != policy.Allow || r != -1 {
-			t.Errorf("%v -> %v: rule %d (%v) matched, want none", f.src, f.dst, r, a)
-		}
+		ps = append(ps, p)
 	}
-	if !slices.Equal(ruleLines(n), ruleLines(n)) {
-		t.Error("the rules differ from one call to the next")
+	return ps
+}
+
+// BenchmarkRuleLookup is the lookup the rules scaling runs make for every
+// frame, alone: the benchmark's flow, among rules crowded around its
+// hosts (policy's BenchmarkMatch takes random traffic instead).
+func BenchmarkRuleLookup(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		c := compileRuleLines(b, n)
+		p := benchPackets()[0]
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if _, r := c.Match(&p); r != -1 {
+					b.Fatalf("rule %d matched", r)
+				}
+			}
+		})
 	}
 }
