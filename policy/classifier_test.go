@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -378,4 +380,59 @@ func sortU128(ks []u128) {
 			ks[j], ks[j-1] = ks[j-1], ks[j]
 		}
 	}
+}
+
+// indexed are the rules a trie value holds as candidates.
+func indexed(c *Classifier, v uint32) []uint32 {
+	switch {
+	case isList(v):
+		var out []uint32
+		for _, e := range c.cand[v+1 : v+1+c.cand[v]] {
+			out = append(out, e&recMask)
+		}
+		return out
+	case v != 0:
+		return []uint32{v & recMask}
+	}
+	return nil
+}
+
+func addr4(s string) uint32 { return binary.BigEndian.Uint32(netip.MustParseAddr(s).AsSlice()) }
+
+// TestIndexChoice checks under which field rules are indexed, where it
+// decides how many candidates a packet meets.
+func TestIndexChoice(t *testing.T) {
+	t.Run("the narrower field", func(t *testing.T) {
+		// Rule 0 is from a /20 to a /30 that five rules' /24s cover:
+		// under its destination, a packet from the /20 to elsewhere
+		// meets no candidate, though more rules overlap it there.
+		rs := Ruleset{Rules: []Rule{{Action: Deny, Proto: AnyProto, Src: pfx("10.9.0.0/20"), Dst: pfx("10.1.0.4/30")}}}
+		for i := range 5 {
+			rs.Rules = append(rs.Rules, Rule{Action: Deny, Proto: AnyProto, Src: pfx(fmt.Sprintf("192.168.%d.0/24", i)), Dst: pfx("10.1.0.0/24")})
+		}
+		c := mustCompile(t, rs)
+		if got := indexed(c, c.src4.find(addr4("10.9.0.1"))); len(got) != 0 {
+			t.Errorf("a packet from 10.9.0.1 meets rules %v", got)
+		}
+		if got := indexed(c, c.dst4.find(addr4("10.1.0.5"))); !slices.Contains(got, 0) {
+			t.Errorf("a packet to 10.1.0.5 meets rules %v, want rule 0 among them", got)
+		}
+	})
+	t.Run("a crowd on one value", func(t *testing.T) {
+		// Fifty rules for one server, each from another /24: under the
+		// server's /32 every packet to it would meet all fifty; under
+		// their sources it meets one.
+		var rs Ruleset
+		for i := range 50 {
+			rs.Rules = append(rs.Rules, Rule{Action: Allow, Proto: ProtoTCP, Src: pfx(fmt.Sprintf("172.16.%d.0/24", i)),
+				Dst: pfx("10.0.0.5/32"), DstPorts: ports("443")})
+		}
+		c := mustCompile(t, rs)
+		if got := indexed(c, c.dst4.find(addr4("10.0.0.5"))); len(got) != 0 {
+			t.Errorf("a packet to the server meets rules %v", got)
+		}
+		if got := indexed(c, c.src4.find(addr4("172.16.7.9"))); !slices.Equal(got, []uint32{7}) {
+			t.Errorf("a packet from 172.16.7.9 meets rules %v, want [7]", got)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -108,9 +109,16 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		live[i] = true
 	}
 
-	// Choose each rule's dimension: the one where the fewest other rules
-	// overlap it, so that a packet's candidate lists stay short.
-	cost := make([][numDims]int32, n)
+	// Choose each rule's dimension (see dimCost): for each, how many
+	// rules overlap it there at most, and the share of the key space it
+	// covers.
+	crowd := make([][numDims]int32, n)
+	share := make([][numDims]float64, n)
+	for i := range share {
+		for d := range share[i] {
+			share[i][d] = math.Inf(-1) // below every share: the first one counts
+		}
+	}
 	for sp := range numSpaces {
 		var all []riv
 		for i := range norms {
@@ -120,7 +128,16 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		}
 		d := spaceDim(sp)
 		for j, v := range overlapCost(all, spaceBits[sp]) {
-			cost[all[j].r][d] = max(cost[all[j].r][d], v)
+			crowd[all[j].r][d] = max(crowd[all[j].r][d], v)
+		}
+		for i := range norms {
+			if ivs := norms[i].ivs[sp]; live[i] && len(ivs) > 0 {
+				l := coverLog2(ivs, spaceBits[sp])
+				if sp == spSrc6 || sp == spDst6 {
+					l *= v6Share
+				}
+				share[i][d] = max(share[i][d], l) // both families: the wider
+			}
 		}
 	}
 	dim := make([]int, n)
@@ -129,9 +146,13 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		if !live[i] {
 			continue
 		}
+		var best float64
 		for d := range numDims {
-			if cost[i][d] > 0 && (dim[i] == dimNone || cost[i][d] < cost[i][dim[i]]) {
-				dim[i] = d
+			if crowd[i][d] == 0 {
+				continue // the rule names nothing in d
+			}
+			if c := dimCost(crowd[i][d], share[i][d]); dim[i] == dimNone || c < best {
+				dim[i], best = d, c
 			}
 		}
 	}
@@ -537,6 +558,37 @@ func overlapCost(ivs []riv, keyBits uint) []int32 {
 		out[j] = max(t[from[j]], t[to[j]-(1<<l)])
 	}
 	return out
+}
+
+// dimCost is what indexing a rule under a dimension costs packets, in
+// log2, from its crowd there (the most rules that overlap it at one
+// point, itself included) and the log2 share of the key space it covers.
+//
+// A rule in an index is a candidate of every packet whose key it covers,
+// so the smaller its share, the fewer packets meet it: a rule from a /20
+// to a /30 belongs under its destination. But a share says nothing of
+// crowds: a hundred rules for one server, each from another source,
+// would all be candidates of every packet to the server, where under
+// their sources each packet meets one. So the crowd counts too, cubed:
+// more than a few rules on one value send a rule to another field.
+func dimCost(crowd int32, share float64) float64 {
+	return 3*math.Log2(float64(crowd)) + share
+}
+
+// v6Share scales the log2 share of an IPv6 prefix to IPv4's: IPv6
+// addresses are sparse, and a /64 is one subnet, as an IPv4 /24 is
+// (64 × 0.375 = 24).
+const v6Share = 0.375
+
+// coverLog2 is log2 of the share of a key space of keyBits bits that the
+// intervals cover (a rule's intervals do not overlap).
+func coverLog2(ivs []riv, keyBits uint) float64 {
+	var size float64
+	for _, v := range ivs {
+		d := v.b.sub(v.a)
+		size += math.Ldexp(float64(d.hi), 64) + float64(d.lo) + 1
+	}
+	return math.Log2(size) - float64(keyBits)
 }
 
 // overBudget picks the rules to check one by one so that an index's
