@@ -290,10 +290,15 @@ func TestResidual(t *testing.T) {
 }
 
 // TestTrie checks the range trie against a binary search, with boundaries
-// clustered and spread, for every key width.
+// clustered and spread, for every key width, and with IPv4 boundaries all
+// inside 10/8, where the trie32 splits only that block.
 func TestTrie(t *testing.T) {
 	g := newGen(3, false)
-	for _, keyBits := range []uint{16, 32, 128} {
+	for _, tc := range []struct {
+		keyBits uint
+		in10    bool
+	}{{16, false}, {32, false}, {32, true}, {128, false}} {
+		keyBits, in10 := tc.keyBits, tc.in10
 		for _, m := range []int{1, 2, 3, 10, 100, 5000} {
 			keys := []u128{{}}
 			seen := map[u128]bool{{}: true}
@@ -306,6 +311,9 @@ func TestTrie(t *testing.T) {
 					k = u128{0, uint64(g.r.Uint32())}
 					if g.chance(50) {
 						k.lo = 0x0a000000 | k.lo&0xfff
+					}
+					if in10 {
+						k.lo = 0x0a000000 | k.lo&0xffffff
 					}
 				default:
 					k = u128{g.r.Uint64(), g.r.Uint64()}
@@ -333,6 +341,9 @@ func TestTrie(t *testing.T) {
 				t128 = buildTrie128(keys, vals)
 			} else {
 				t32 = buildTrie32(keys, vals, keyBits)
+				if in10 && t32.span > 1<<24-1 {
+					t.Fatalf("%d keys in 10/8: the trie splits %#x keys, not the /8", m, t32.span)
+				}
 			}
 			probe := func(k u128) {
 				want := uint32(0)

@@ -85,13 +85,17 @@
 // once, and nodes need a few slots per boundary: the tries of 10,000
 // rules take well under a megabyte, most of it touched rarely. The root is
 // a table that the key's top bits index; a node's stride is chosen for its
-// boundaries, the last level widened until its slots fit a run. The
-// builder keeps the shallowest trie that a memory bound allows, because
-// the cost of a lookup is the trie's depth: it depends on how boundaries
-// cluster (a root and one node step for IPv4, two for IPv6 with its sites
-// and subnets) and hardly on how many there are. Port tries hold a value
-// for every port below a root and one node level, when that is small: a
-// node step costs less than a comparison with a run.
+// boundaries, the last level widened until its slots fit a run. An IPv4
+// trie first clamps the key into the aligned block that holds all its
+// boundaries and drops the bits they share: rules within 10/8 spend no
+// level on its first eight bits, which for 100 rules crowded there is a
+// third of the lookup. The builder keeps the shallowest trie that a
+// memory bound allows, because the cost of a lookup is the trie's depth:
+// it depends on how boundaries cluster (a root and one node step for
+// IPv4, two for IPv6 with its sites and subnets) and hardly on how many
+// there are. Port tries hold a value for every port below a root and one
+// node level, when that is small: a node step costs less than a
+// comparison with a run.
 //
 // The walks are written for the CPU: a step is one load and a few
 // arithmetic operations that pick the slot without branching (a walk that

@@ -3,8 +3,11 @@ package policy
 import "math/bits"
 
 // A trie32 maps keys of up to 32 bits (IPv4 addresses, ports) to the
-// value of the interval they fall in. It has no path compression, which
-// IPv4 clusters do not need: a node covers a whole slot of its parent.
+// value of the interval they fall in. Its root covers only the aligned
+// block that the boundaries lie in, which skips the prefix that a
+// network's addresses share; below the root there is no path
+// compression, which IPv4 clusters do not need: a node covers a whole
+// slot of its parent.
 //
 // The boundaries of the intervals are one sorted array, kv, each next to
 // the value of the interval that ends there; the nodes only narrow a key
@@ -37,10 +40,16 @@ type trie32 struct {
 	// trie32 has the dummy slot as its root: no boundaries.
 	rootOff uint32
 	rootUp  uint32
-	depth   int  // node steps below the root every lookup takes
-	leaves  bool // or every lookup ends in a value
-	nodes   []uint32
-	kv      []uint64 // boundary<<31 | value of the interval before it
+	// An address trie looks up key(k): k moved into [lo, lo+span], the
+	// aligned block that holds the boundaries, then down by lo. Its
+	// levels split only that block, not the top bits that all of its
+	// boundaries share (those of 10/8, say). Port tries span their 16
+	// bits, where ranges seldom share any, and skip the step.
+	lo, span uint32
+	depth    int  // node steps below the root every lookup takes
+	leaves   bool // or every lookup ends in a value
+	nodes    []uint32
+	kv       []uint64 // boundary<<31 | value of the interval before it
 }
 
 const (
@@ -50,8 +59,14 @@ const (
 	leaf32Off = 1<<30 - 1
 )
 
+// key is what the trie looks up for k: keys below the first boundary
+// all have the value of the first interval, keys above the last that of
+// the last.
+func (t *trie32) key(k uint32) uint32 { return min(max(k, t.lo)-t.lo, t.span) }
+
 // find looks up a key.
 func (t *trie32) find(k uint32) uint32 {
+	k = t.key(k)
 	e := t.nodes[t.rootOff+uint32(uint64(k)<<(t.rootUp&63)>>32)]
 	for range t.depth {
 		e = step32(t.nodes, e, k)
@@ -68,6 +83,7 @@ func (t *trie32) find(k uint32) uint32 {
 // ports'), so that the CPU works on the dependency chains at once, then
 // the leaves.
 func find32x4(nodes []uint32, kv []uint64, a, b, c, d *trie32, ka, kb, kc, kd uint32) (uint32, uint32, uint32, uint32) {
+	ka, kb = a.key(ka), b.key(kb)
 	ea := nodes[a.rootOff+uint32(uint64(ka)<<(a.rootUp&63)>>32)]
 	eb := nodes[b.rootOff+uint32(uint64(kb)<<(b.rootUp&63)>>32)]
 	ec := nodes[c.rootOff+uint32(uint64(kc)<<(c.rootUp&63)>>32)]
@@ -158,14 +174,23 @@ func (b *builder32) finish(t *trie32) { t.nodes, t.kv = b.nodes, b.kv }
 func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
 	n := len(keys)
 	ks := make([]uint32, n)
-	for i, k := range keys {
-		ks[i] = uint32(k.lo)
+	// The block from the key before the first boundary to the last one,
+	// aligned, so that the bits that index the levels stay the key's.
+	lo, span := uint32(0), uint32(1<<keyBits-1)
+	if n > 1 && keyBits == 32 {
+		first, last := uint32(keys[1].lo)-1, uint32(keys[n-1].lo)
+		span = 1<<bits.Len32(first^last) - 1
+		lo = first &^ span
+	}
+	spanBits := uint(bits.Len32(span))
+	for i, k := range keys[1:] {
+		ks[i+1] = uint32(k.lo) - lo
 	}
 	start := len(b.nodes)
 	build := func(tb trie32Build) (uint32, trie32Build) {
 		b.nodes = b.nodes[:start]
 		tb.b, tb.keys, tb.vals, tb.deep = b, ks, vals, make([]int, 34)
-		return tb.block(1, n, 0, keyBits, 0), tb
+		return tb.block(1, n, 0, spanBits, 0), tb
 	}
 	if keyBits <= 16 && n-1 > leafKeys {
 		// Ports: if it is small, a root and nodes that hold every key's
@@ -179,7 +204,7 @@ func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
 		}
 		if most <= exactPerKey*n+1<<12 {
 			root, _ := build(trie32Build{exact: true, rootStride: stride})
-			return trie32{rootOff: root & e32Off, rootUp: 32 - root>>e32Shift&31, depth: 1}
+			return trie32{rootOff: root & e32Off, rootUp: 32 - root>>e32Shift&31, lo: lo, span: span, depth: 1}
 		}
 	}
 	// Boundary j (keys[j], j >= 1) is kv[base+j-1]; leafKeys more
@@ -201,9 +226,9 @@ func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
 		root, tb = build(trie32Build{kvBase: base - 1, levels: levels, rootStride: rootStride})
 		return len(b.nodes)-start <= slotsPerKey*n+1024 && tb.deeper() <= n/deepShare
 	}
-	s0 := min(maxStride, keyBits, rootStride0(n))
-	chooseShape(s0, min(maxStride, keyBits, s0+rootTries), fits, func() int { return len(b.nodes) - start })
-	var t trie32
+	s0 := min(maxStride, spanBits, rootStride0(n))
+	chooseShape(s0, min(maxStride, spanBits, s0+rootTries), fits, func() int { return len(b.nodes) - start })
+	t := trie32{lo: lo, span: span}
 	switch {
 	case root&(root<<1)&nodeBit != 0:
 		t.rootOff, t.rootUp = root&e32Off, 32-root>>e32Shift&31
