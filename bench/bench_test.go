@@ -266,7 +266,7 @@ func benchPackets() []policy.Packet {
 // frame, alone: the benchmark's flow, among rules crowded around its
 // hosts (policy's BenchmarkMatch takes random traffic instead).
 func BenchmarkRuleLookup(b *testing.B) {
-	for _, n := range []int{100, 1000, 10000} {
+	for _, n := range []int{1, 100, 1000, 10000} {
 		c := compileRuleLines(b, n)
 		p := benchPackets()[0]
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
