@@ -170,7 +170,7 @@ func (d *Daemon) unplugGone(n *network, c config.Network) []error {
 func (d *Daemon) changeNetwork(n *network, c config.Network) []error {
 	var errs []error
 	rules := n.cfg.Rules
-	if !reflect.DeepEqual(rules, c.Rules) {
+	if !rules.Equal(c.Rules) {
 		if err := d.sw.SetNetworkRules(c.Name, c.Rules); err != nil {
 			errs = append(errs, err)
 		} else {
@@ -218,8 +218,8 @@ func (d *Daemon) changePort(network string, was, p config.Port, plugged bool) (*
 			return nil, err
 		}
 		d.log.Info("port added by reload", "port", p.Name, "network", network)
-	case reflect.DeepEqual(was, p):
-	case onlyRulesDiffer(was, p):
+	case sameButRules(was, p) && was.Rules.Equal(p.Rules):
+	case sameButRules(was, p):
 		if err := d.sw.SetPortRules(p.Name, p.Rules); err != nil {
 			return &was, err
 		}
@@ -242,7 +242,9 @@ func (d *Daemon) inNetwork(port, network string) bool {
 	return err == nil && p.Network == network
 }
 
-func onlyRulesDiffer(a, b config.Port) bool {
+// sameButRules tells whether two config ports differ in their rules at
+// most.
+func sameButRules(a, b config.Port) bool {
 	a.Rules, b.Rules = nil, nil
 	return reflect.DeepEqual(a, b)
 }

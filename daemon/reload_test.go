@@ -185,4 +185,16 @@ networks:
 			t.Errorf("%s: %+v, want still the API's, in new", h[3].Port, p)
 		}
 	}
+
+	// Rules the API set stay until the config changes its own: a config
+	// whose rules only moved to other lines has not.
+	ruled := held + "    rules: {rules: [{action: deny, proto: tcp, dst_ports: [\"23\"]}]}\n"
+	_ = d.Reload(mustParse(t, config("%s", ruled))) // h3 is still the API's
+	if err := cl.SetNetworkRules(ctx, "lan", &api.Ruleset{Rules: []api.Rule{{Action: "deny", Proto: "udp"}, {Action: "allow"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Reload(mustParse(t, config("# a line more above the rules\n%s", ruled)))
+	if rs, err := cl.NetworkRules(ctx, "lan"); err != nil || rs.Ruleset == nil || len(rs.Ruleset.Rules) != 2 {
+		t.Errorf("lan's rules after a reload that moved the config's: %+v, %v; want the API's two", rs.Ruleset, err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -196,6 +197,25 @@ type Ruleset struct {
 
 // MaxRules bounds a ruleset's size.
 const MaxRules = 100000
+
+// Equal tells whether two rulesets say the same, in the same order,
+// wherever their rules were written: a config that only moved its rules
+// to other lines has not changed them. Nil is no ruleset, unlike an empty
+// one, whose default may be deny.
+func (rs *Ruleset) Equal(o *Ruleset) bool {
+	if rs == nil || o == nil {
+		return rs == o
+	}
+	return rs.Default == o.Default && slices.EqualFunc(rs.Rules, o.Rules, func(a, b Rule) bool { return a.Equal(&b) })
+}
+
+// Equal tells whether two rules say the same, wherever they were written.
+func (r *Rule) Equal(o *Rule) bool {
+	return r.Action == o.Action && r.Direction == o.Direction && r.Proto == o.Proto &&
+		slices.Equal(r.Src, o.Src) && slices.Equal(r.Dst, o.Dst) &&
+		slices.Equal(r.SrcPorts, o.SrcPorts) && slices.Equal(r.DstPorts, o.DstPorts) &&
+		r.Comment == o.Comment && slices.Equal(r.problems, o.problems)
+}
 
 // Check reports every problem of the ruleset at once.
 func (rs *Ruleset) Check() error {

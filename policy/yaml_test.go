@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"net/netip"
-	"reflect"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -29,32 +27,9 @@ rules:
 		{Action: Allow, Proto: ProtoICMPv6},
 		{Action: Allow, Proto: 47},
 	}}
-	if !sameRuleset(rs, want) {
+	if !rs.Equal(&want) {
 		t.Errorf("got %+v\nwant %+v", rs, want)
 	}
-}
-
-// sameRuleset compares what rulesets say, not where they were read from.
-func sameRuleset(a, b Ruleset) bool {
-	strip := func(rs Ruleset) Ruleset {
-		out := Ruleset{Default: rs.Default}
-		for _, r := range rs.Rules {
-			r.line, r.problems = 0, nil
-			for _, l := range []*[]netip.Prefix{&r.Src, &r.Dst} {
-				if len(*l) == 0 {
-					*l = nil
-				}
-			}
-			for _, l := range []*[]PortRange{&r.SrcPorts, &r.DstPorts} {
-				if len(*l) == 0 {
-					*l = nil
-				}
-			}
-			out.Rules = append(out.Rules, r)
-		}
-		return out
-	}
-	return reflect.DeepEqual(strip(a), strip(b))
 }
 
 func TestYAMLRoundTrip(t *testing.T) {
@@ -73,7 +48,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 		if err := back.Check(); err != nil {
 			t.Fatalf("seed %d: the written ruleset does not check: %v\n%s", seed, err, b)
 		}
-		if !sameRuleset(rs, back) {
+		if !rs.Equal(&back) {
 			t.Fatalf("seed %d: round trip changed the ruleset:\n%s", seed, b)
 		}
 	}
@@ -82,6 +57,39 @@ func TestYAMLRoundTrip(t *testing.T) {
 	b, _ := yaml.Marshal(rs)
 	if want := "default: allow\nrules:\n    - action: allow\n      proto: tcp\n      dst_ports: [\"22\"]\n"; string(b) != want {
 		t.Errorf("got\n%s\nwant\n%s", b, want)
+	}
+}
+
+// TestRulesetEqual: rulesets are equal when they say the same, wherever
+// their rules were written.
+func TestRulesetEqual(t *testing.T) {
+	const rules = "rules:\n  - {action: deny, proto: tcp, dst_ports: [\"22\"], src: [10.0.0.0/8]}\n  - {action: allow}\n"
+	a, moved := parseRuleset(t, rules), parseRuleset(t, "# a line more\n\n"+rules)
+	if !a.Equal(&moved) {
+		t.Error("the same rules on other lines are not equal")
+	}
+	for _, change := range []func(rs *Ruleset){
+		func(rs *Ruleset) { rs.Default = Deny },
+		func(rs *Ruleset) { rs.Rules = rs.Rules[:1] },
+		func(rs *Ruleset) { rs.Rules[0], rs.Rules[1] = rs.Rules[1], rs.Rules[0] },
+		func(rs *Ruleset) { rs.Rules[0].Action = Allow },
+		func(rs *Ruleset) { rs.Rules[0].Direction = In },
+		func(rs *Ruleset) { rs.Rules[0].Proto = ProtoUDP },
+		func(rs *Ruleset) { rs.Rules[0].Src = nil },
+		func(rs *Ruleset) { rs.Rules[1].Dst = pfx("fd00::/8") },
+		func(rs *Ruleset) { rs.Rules[0].DstPorts[0].To = 23 },
+		func(rs *Ruleset) { rs.Rules[1].SrcPorts = []PortRange{{1, 2}} },
+		func(rs *Ruleset) { rs.Rules[1].Comment = "all" },
+	} {
+		b := parseRuleset(t, rules)
+		change(&b)
+		if a.Equal(&b) || b.Equal(&a) {
+			t.Errorf("%v equals %v", b.Rules, a.Rules)
+		}
+	}
+	var none *Ruleset
+	if !none.Equal(nil) || none.Equal(&Ruleset{}) || (&Ruleset{}).Equal(nil) {
+		t.Error("no ruleset and an empty one: want only nil equal to nil")
 	}
 }
 
