@@ -148,15 +148,6 @@ func (d *Daemon) addNetwork(c config.Network) (err error) {
 			}
 		}
 	}()
-	if x := c.VXLAN; x != nil {
-		var remotes []netip.Addr
-		for _, r := range x.Remotes {
-			remotes = append(remotes, r.Addr)
-		}
-		if err := d.sw.SetVXLAN(c.Name, x.VNI, remotes); err != nil {
-			return err
-		}
-	}
 	if c.Rules != nil {
 		// In force before any port is plugged in: no frame slips past.
 		if err := d.sw.SetNetworkRules(c.Name, c.Rules); err != nil {
@@ -170,6 +161,17 @@ func (d *Daemon) addNetwork(c config.Network) (err error) {
 	}
 	for _, p := range c.Ports {
 		if err := d.sw.AddPort(p.Name, c.Name, portOptions(p)); err != nil {
+			return err
+		}
+	}
+	// The tunnel last: the switch cannot take a network's tunnel away
+	// again, so a network that fails before it is removed whole.
+	if x := c.VXLAN; x != nil {
+		var remotes []netip.Addr
+		for _, r := range x.Remotes {
+			remotes = append(remotes, r.Addr)
+		}
+		if err := d.sw.SetVXLAN(c.Name, x.VNI, remotes); err != nil {
 			return err
 		}
 	}

@@ -88,8 +88,13 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 // reloadable refuses a config that changes what only a restart can.
 func (d *Daemon) reloadable(cfg *config.Config) error {
 	old, next := *d.cfg, *cfg
-	old.Networks, next.Networks = nil, nil
 	var why []string
+	// The uplink's program takes the port it was given at the start.
+	tunnels := slices.ContainsFunc(next.Networks, func(n config.Network) bool { return n.VXLAN != nil })
+	if old.Uplink != nil && tunnels && old.VXLANPort() != next.VXLANPort() {
+		why = append(why, fmt.Sprintf("VXLAN port changed (the uplink takes %d)", old.VXLANPort()))
+	}
+	old.Networks, next.Networks = nil, nil
 	for _, f := range changedFields(old, next) {
 		why = append(why, f+" changed")
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpswitch/xdpswitch/api"
+	"github.com/xdpswitch/xdpswitch/config"
+	"github.com/xdpswitch/xdpswitch/dataplane"
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
 )
 
@@ -196,5 +198,43 @@ networks:
 	_ = d.Reload(mustParse(t, config("# a line more above the rules\n%s", ruled)))
 	if rs, err := cl.NetworkRules(ctx, "lan"); err != nil || rs.Ruleset == nil || len(rs.Ruleset.Rules) != 2 {
 		t.Errorf("lan's rules after a reload that moved the config's: %+v, %v; want the API's two", rs.Ruleset, err)
+	}
+}
+
+// TestReloadVXLAN: a VXLAN network that a reload cannot set up whole is
+// not left behind, and tunnels cannot move to a UDP port other than the
+// one the uplink took at the start.
+func TestReloadVXLAN(t *testing.T) {
+	if !testnet.InNamespace(t) {
+		return
+	}
+	up, vm := testnet.NewHost(t, "10.86.0.2/24"), testnet.NewHost(t, "10.86.1.2/24")
+	run, state := t.TempDir(), t.TempDir()
+	withNetworks := func(networks string, args ...any) *config.Config {
+		return mustParse(t, fmt.Sprintf("run_dir: %s\nstate_dir: %s\nframes: 4096\nuplink: {device: %s, address: 10.86.0.1}\nnetworks:\n  - name: lan\n", run, state, up.Port)+
+			fmt.Sprintf(networks, args...))
+	}
+	d := start(t, withNetworks(""))
+	defer d.Close()
+	inSwitch := func(name string) bool {
+		return slices.ContainsFunc(d.Switch().Networks(), func(n dataplane.NetworkInfo) bool { return n.Name == name })
+	}
+
+	err := d.Reload(withNetworks("  - {name: vx, vxlan: {vni: 7, port: 8472}}\n"))
+	if !errors.Is(err, ErrNeedsRestart) || !strings.Contains(err.Error(), "VXLAN port changed") {
+		t.Errorf("reload that moves the tunnels to port 8472: %v, want it refused", err)
+	}
+	err = d.Reload(withNetworks("  - {name: vx, vxlan: {vni: 7}, ports: [xsnosuchdev]}\n"))
+	if err == nil || !strings.Contains(err.Error(), "xsnosuchdev") {
+		t.Errorf("reload with a missing device: %v", err)
+	}
+	if inSwitch("vx") {
+		t.Error("the VXLAN network that could not be set up is left in the switch")
+	}
+	if err := d.Reload(withNetworks("  - {name: vx, vxlan: {vni: 7}, ports: [%s]}\n", vm.Port)); err != nil {
+		t.Fatal(err)
+	}
+	if !inSwitch("vx") {
+		t.Error("the VXLAN network is not in the switch")
 	}
 }

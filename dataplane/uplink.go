@@ -90,10 +90,10 @@ func (s *Switch) SetVXLAN(network string, vni uint32, remotes []netip.Addr) erro
 			return err
 		}
 	}
-	n.tunnel = t
 	if err := s.uplinkProg.SetVNI(vni, n.id); err != nil {
-		return err
+		return err // without a tunnel the network can still be removed
 	}
+	n.tunnel = t
 	s.log.Info("VXLAN", "network", network, "vni", vni, "remotes", remotes)
 	select {
 	case s.resolve <- [16]byte{}: // look the new remotes up now
