@@ -33,6 +33,9 @@ const (
 	DropSpoofedARP
 	// DropRogueDHCP: port security: a DHCP server message from a VM.
 	DropRogueDHCP
+	// DropSpoofedDHCP: port security: a DHCP client message whose client
+	// hardware address is not the port's MAC.
+	DropSpoofedDHCP
 	// DropRogueRA: port security: an IPv6 router advertisement from a VM.
 	DropRogueRA
 	// DropBadMetadata: a frame from the uplink without a valid metadata
@@ -72,6 +75,7 @@ var dropNames = [numDropReasons]string{
 	DropSpoofedIP:   "spoofed_ip",
 	DropSpoofedARP:  "spoofed_arp",
 	DropRogueDHCP:   "rogue_dhcp",
+	DropSpoofedDHCP: "spoofed_dhcp",
 	DropRogueRA:     "rogue_ra",
 
 	DropBadMetadata:    "bad_metadata",

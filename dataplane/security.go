@@ -85,11 +85,14 @@ func (s *security) check(f []byte) (DropReason, bool) {
 		if isUDP && binary.BigEndian.Uint16(l3[ihl:]) == dhcp4ServerPort {
 			return DropRogueDHCP, false
 		}
+		toServer := isUDP && binary.BigEndian.Uint16(l3[ihl+2:]) == dhcp4ServerPort
+		if toServer && !s.ownClient(l3[ihl+8:]) {
+			return DropSpoofedDHCP, false
+		}
 		if len(s.v4) > 0 && !slices.Contains(s.v4, src) {
 			// 0.0.0.0 stays usable for DHCP: a client renewing after
 			// losing its address starts from nothing.
-			dhcp := isUDP && src.IsUnspecified() && binary.BigEndian.Uint16(l3[ihl+2:]) == dhcp4ServerPort
-			if !dhcp {
+			if !toServer || !src.IsUnspecified() {
 				return DropSpoofedIP, false
 			}
 		}
@@ -109,4 +112,14 @@ func (s *security) check(f []byte) (DropReason, bool) {
 		}
 	}
 	return 0, true
+}
+
+// ownClient tells whether a DHCP client message (the UDP payload) speaks
+// for the port's own NIC. The server leases, renews, releases and takes
+// declines by the client hardware address, so a guest that could name
+// another NIC there could release another guest's lease and take its
+// address.
+func (s *security) ownClient(bootp []byte) bool {
+	const htype, hlen, chaddr = 1, 2, 28 // RFC 2131 §2
+	return len(bootp) >= chaddr+6 && bootp[htype] == 1 && bootp[hlen] == 6 && macKey(bootp[chaddr:chaddr+6]) == s.mac
 }

@@ -40,6 +40,16 @@ func ipv6Packet(src, dst netip.Addr, next byte, payload []byte) []byte {
 	return append(ip, payload...)
 }
 
+// bootRequest is a DHCP client message's fixed part (RFC 2131 §2), from
+// the NIC chaddr.
+func bootRequest(chaddr net.HardwareAddr) []byte {
+	m := make([]byte, 240)
+	m[0], m[1], m[2] = 1, 1, 6 // BOOTREQUEST, Ethernet, 6-byte addresses
+	copy(m[28:], chaddr)
+	copy(m[236:], []byte{99, 130, 83, 99})
+	return m
+}
+
 func arpFrame(ethSrc, sha net.HardwareAddr, spa, tpa net.IP, op uint16) []byte {
 	p := make([]byte, 28)
 	binary.BigEndian.PutUint16(p[0:], 1)
@@ -103,6 +113,13 @@ func TestPortSecurity(t *testing.T) {
 		DropRogueRA: {
 			ethFrame(bcast, vmMAC, etherTypeIPv6, ipv6Packet(v6ll, allNodes, ipProtoICMPv6, ra)),
 		},
+		// Releasing or asking for another NIC's lease; a message too short
+		// to say whose it is.
+		DropSpoofedDHCP: {
+			ethFrame(bcast, vmMAC, etherTypeIPv4, ipv4Packet(vmIP, net.IPv4bcast, ipProtoUDP, udpHeader(68, 67, bootRequest(otherMAC)))),
+			ethFrame(bcast, vmMAC, etherTypeIPv4, ipv4Packet(net.IPv4zero, net.IPv4bcast, ipProtoUDP, udpHeader(68, 67, bootRequest(otherMAC)))),
+			ethFrame(bcast, vmMAC, etherTypeIPv4, ipv4Packet(vmIP, net.IPv4bcast, ipProtoUDP, udpHeader(68, 67, bootRequest(vmMAC)[:30]))),
+		},
 	}
 	before := counters(t, sw, host.Port)
 	for _, frames := range forged {
@@ -128,7 +145,7 @@ func TestPortSecurity(t *testing.T) {
 	// Honest traffic passes: its own address, a DHCP request from 0.0.0.0,
 	// link-local and configured IPv6 sources.
 	honest := [][]byte{
-		ethFrame(bcast, vmMAC, etherTypeIPv4, ipv4Packet(net.IPv4zero, net.IPv4bcast, ipProtoUDP, udpHeader(68, 67, make([]byte, 240)))),
+		ethFrame(bcast, vmMAC, etherTypeIPv4, ipv4Packet(net.IPv4zero, net.IPv4bcast, ipProtoUDP, udpHeader(68, 67, bootRequest(vmMAC)))),
 		ethFrame(bcast, vmMAC, etherTypeIPv6, ipv6Packet(v6ll, allNodes, 59, nil)),
 		ethFrame(bcast, vmMAC, etherTypeIPv6, ipv6Packet(v6ok, allNodes, 59, nil)),
 	}
