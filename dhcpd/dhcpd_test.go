@@ -148,6 +148,19 @@ func TestOfferAndAckOptions(t *testing.T) {
 	}
 }
 
+// TestLongLeaseTimers: T1 and T2 stay below the lease time for the
+// longest lease the config allows (RFC 2131 §4.4.5).
+func TestLongLeaseTimers(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.LeaseTime = 0xfffffffe * time.Second
+	s := newServer(t, cfg)
+	offer := handle(t, s, discoverMsg(t, mac(1)), time.Now(), dhcpv4.MessageTypeOffer)
+	lt, t1, t2 := offer.IPAddressLeaseTime(0), offer.IPAddressRenewalTime(0), offer.IPAddressRebindingTime(0)
+	if want2 := (lt - lt/8).Truncate(time.Second); lt != cfg.LeaseTime || t1 != (lt/2).Truncate(time.Second) || t2 != want2 {
+		t.Errorf("lease %v, T1 %v, T2 %v; want %v, %v, %v", lt, t1, t2, cfg.LeaseTime, (lt / 2).Truncate(time.Second), want2)
+	}
+}
+
 func TestMTUOmittedWhenZero(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MTU, cfg.Domain, cfg.DNS = 0, "", nil

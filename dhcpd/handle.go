@@ -393,7 +393,8 @@ func (s *Server) newReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr, ci
 		lt := s.cfg.LeaseTime.Truncate(time.Second)
 		rep.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
 		rep.UpdateOption(dhcpv4.OptRenewTimeValue((lt / 2).Truncate(time.Second)))
-		rep.UpdateOption(dhcpv4.OptRebindingTimeValue((lt * 7 / 8).Truncate(time.Second)))
+		// lt*7/8 would overflow for leases of decades, which are allowed.
+		rep.UpdateOption(dhcpv4.OptRebindingTimeValue((lt - lt/8).Truncate(time.Second)))
 	}
 	return rep, nil
 }
