@@ -63,13 +63,17 @@ func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{cfg: cfg, log: log, sw: sw, ctx: ctx, cancel: cancel,
 		plugged: &plugged{path: filepath.Join(cfg.StateDir, pluggedFile)}}
-	if slices.ContainsFunc(cfg.Networks, func(n config.Network) bool { return n.NAT }) {
-		// Rules left by a daemon that crashed would block ours. The table
-		// belongs to xdpswitch alone, one daemon per host.
-		if err := nat.Cleanup(); err != nil {
+	// Rules left by a daemon that crashed would go on masquerading its
+	// subnets, and block ours: whatever this config says about NAT (a
+	// reload may add it). The table belongs to xdpswitch alone, one daemon
+	// per host. Without NAT in the config, a host without nftables is no
+	// reason not to start.
+	if err := nat.Cleanup(); err != nil {
+		if slices.ContainsFunc(cfg.Networks, func(n config.Network) bool { return n.NAT }) {
 			sw.Close()
 			return nil, err
 		}
+		log.Warn("leftover NAT rules not checked", "err", err)
 	}
 	if u := cfg.Uplink; u != nil {
 		if err := sw.AddUplink(u.Device, u.Address.Addr, cfg.VXLANPort()); err != nil {
