@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/xdpswitch/xdpswitch/config"
 	"github.com/xdpswitch/xdpswitch/dataplane"
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
+	"github.com/xdpswitch/xdpswitch/nat"
 )
 
 func TestReload(t *testing.T) {
@@ -27,6 +29,11 @@ func TestReload(t *testing.T) {
 	run, state := t.TempDir(), t.TempDir()
 	config := func(body string, args ...any) string {
 		return fmt.Sprintf("run_dir: %s\nstate_dir: %s\nframes: 4096\n", run, state) + fmt.Sprintf(body, args...)
+	}
+	// What a run that crashed with NAT on left goes at the start, though
+	// this config has none: it would masquerade a subnet no one asked for.
+	if _, err := nat.Enable("crashed", netip.MustParsePrefix("10.85.0.0/24"), "lo"); err != nil {
+		t.Fatal(err)
 	}
 	d := start(t, mustParse(t, config(`
 networks:
@@ -42,6 +49,9 @@ networks:
     ports: [%s]
 `, h[0].Port, h[1].Port, h[2].Port, h[3].Port)))
 	defer d.Close()
+	if natTable(t) {
+		t.Error("the NAT table of a crashed run outlived the start")
+	}
 	cl := api.NewClient(serveAPI(t, d))
 	ctx := context.Background()
 	// A VM's port, plugged into the network that goes.
