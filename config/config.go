@@ -331,14 +331,21 @@ func (c *Config) Check() error {
 	if c.Queues < 1 || c.Queues > bpf.MaxQueues {
 		bad("queues: %d is not between 1 and %d", c.Queues, bpf.MaxQueues)
 	}
+	umemErrs := len(errs)
 	if c.FrameSize != 2048 && c.FrameSize != 4096 {
 		bad("frame_size: %d is not 2048 or 4096", c.FrameSize)
 	}
 	if c.Frames < 64 || c.Frames&(c.Frames-1) != 0 {
 		bad("frames: %d is not a power of two of at least 64", c.Frames)
 	}
-	if c.FillFrames < 1 || c.FillFrames > 4096 {
-		bad("fill_frames: %d is not between 1 and 4096", c.FillFrames)
+	if ring := afxdp.DefaultUmemConfig().FillRingSize; c.FillFrames < 1 || c.FillFrames > ring {
+		bad("fill_frames: %d is not between 1 and %d, the fill ring's size", c.FillFrames, ring)
+	}
+	if len(errs) == umemErrs {
+		// How they go together, as the switch will judge it.
+		if err := c.Dataplane().Check(); err != nil {
+			bad("frames, fill_frames: %v", err)
+		}
 	}
 	if c.FDB.MaxEntries < 1 {
 		bad("fdb.max_entries: %d is not positive", c.FDB.MaxEntries)
@@ -384,6 +391,18 @@ func (c *Config) Check() error {
 		}
 	}
 	nets := map[string]bool{}
+	// Devices the daemon plugs in by itself, by name.
+	devices := map[string]string{}
+	if c.Uplink != nil {
+		devices[c.Uplink.Device] = "the uplink"
+	}
+	for _, n := range c.Networks {
+		if n.Gateway.IsValid() {
+			host, sw := n.HostPortNames()
+			devices[host] = fmt.Sprintf("network %q's host port", n.Name)
+			devices[sw] = fmt.Sprintf("network %q's host port", n.Name)
+		}
+	}
 	ports := map[string]string{}
 	for i, n := range c.Networks {
 		switch {
@@ -409,6 +428,19 @@ func (c *Config) Check() error {
 			}
 			if other, dup := ports[p.Name]; dup {
 				bad("network %q: port %q is already in network %q", n.Name, p.Name, other)
+			}
+			if dev, taken := devices[p.Name]; taken {
+				bad("network %q: port %q is %s", n.Name, p.Name, dev)
+			}
+			for _, a := range p.IPv4 {
+				if !a.Is4() {
+					bad("network %q: port %q: ipv4: %v is not IPv4", n.Name, p.Name, a)
+				}
+			}
+			for _, pr := range p.IPv6 {
+				if a := pr.Addr(); !a.Is6() || a.Is4In6() {
+					bad("network %q: port %q: ipv6: %v is not IPv6", n.Name, p.Name, pr)
+				}
 			}
 			if p.Secured() && p.MAC.HardwareAddr == nil {
 				bad("network %q: port %q: security needs the mac of the NIC behind the port", n.Name, p.Name)
@@ -496,7 +528,7 @@ func indent(err error) string {
 // validName keeps network names to what is safe in device names, file
 // names, URLs and firewall comments.
 func validName(s string) bool {
-	if len(s) > 32 {
+	if len(s) > 32 || s == "." || s == ".." { // not a path segment of its own
 		return false
 	}
 	for _, r := range s {

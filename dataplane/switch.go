@@ -180,21 +180,31 @@ type portProgram interface {
 	Close() error
 }
 
+// Check reports what New would refuse in the config (its defaults set),
+// so that a config file can be checked without starting a switch.
+func (c Config) Check() error {
+	c.setDefaults()
+	if c.Queues > bpf.MaxQueues {
+		return fmt.Errorf("queues: %d is more than the %d a port program serves", c.Queues, bpf.MaxQueues)
+	}
+	if c.FillFrames > c.Umem.FillRingSize {
+		return fmt.Errorf("fill frames %d exceed the fill ring size %d", c.FillFrames, c.Umem.FillRingSize)
+	}
+	if c.maxPorts() < 1 {
+		return fmt.Errorf("%d frames per queue cannot serve one port with %d fill frames and three eighths kept for transmit and bursts", c.Umem.NumFrames, c.FillFrames)
+	}
+	if room := c.Umem.FrameSize - xdpPacketHeadroom - c.Umem.Headroom; room < 1514 {
+		return fmt.Errorf("frame size %d with headroom %d leaves %d bytes per frame, less than a 1514-byte Ethernet frame", c.Umem.FrameSize, c.Umem.Headroom, room)
+	}
+	return nil
+}
+
 // New starts a switch with no networks and no ports.
 func New(cfg Config) (*Switch, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
-	if cfg.Queues > bpf.MaxQueues {
-		return nil, fmt.Errorf("queues: %d is more than the %d a port program serves", cfg.Queues, bpf.MaxQueues)
-	}
-	if cfg.FillFrames > cfg.Umem.FillRingSize {
-		return nil, fmt.Errorf("fill frames %d exceed the fill ring size %d", cfg.FillFrames, cfg.Umem.FillRingSize)
-	}
-	if cfg.maxPorts() < 1 {
-		return nil, fmt.Errorf("%d frames per queue cannot serve one port with %d fill frames and three eighths kept for transmit and bursts", cfg.Umem.NumFrames, cfg.FillFrames)
-	}
-	if room := cfg.Umem.FrameSize - xdpPacketHeadroom - cfg.Umem.Headroom; room < 1514 {
-		return nil, fmt.Errorf("frame size %d with headroom %d leaves %d bytes per frame, less than a 1514-byte Ethernet frame", cfg.Umem.FrameSize, cfg.Umem.Headroom, room)
-	}
 	s := &Switch{
 		cfg:       cfg,
 		log:       cfg.Logger,
