@@ -30,6 +30,10 @@ func ListenAPI(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("api socket %s: another daemon is answering on it", path)
 	}
+	// A stale socket goes; anything else there is not ours to remove.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("api socket %s: something other than a socket is there; not removing it", path)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("api socket: remove stale %s: %w", path, err)
 	}
@@ -58,6 +62,11 @@ func (d *Daemon) APIHandler() http.Handler {
 		name := r.PathValue("name")
 		if network, ok := d.hostPortNetwork(name); ok {
 			reply(w, http.StatusConflict, api.Error{Error: fmt.Sprintf("port %s is network %s's host port; it goes with the network", name, network)})
+			return
+		}
+		if u := d.cfg.Uplink; u != nil && u.Device == name {
+			// Nothing would plug it in again short of a restart.
+			reply(w, http.StatusConflict, api.Error{Error: fmt.Sprintf("port %s is the uplink; it goes when the daemon stops", name)})
 			return
 		}
 		if err := d.sw.RemovePort(name); err != nil {
@@ -131,7 +140,8 @@ func (d *Daemon) APIHandler() http.Handler {
 
 func (d *Daemon) apiAddPort(w http.ResponseWriter, r *http.Request) {
 	var req api.AddPort
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	// The port's rules come along: as much room as PUT .../rules has.
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRulesBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		reply(w, http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()})

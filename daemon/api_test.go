@@ -68,12 +68,18 @@ networks:
 		t.Errorf("networks %+v", nets)
 	}
 
-	// Plug a port in and out through the API.
-	p, err := c.AddPort(ctx, b.Port, "lan")
+	// Plug a port in and out through the API, with as many rules as fit
+	// into well over 64 KiB of request: a port's rules may be as many as
+	// those that PUT .../rules takes.
+	many := &api.Ruleset{}
+	for i := range 2000 {
+		many.Rules = append(many.Rules, api.Rule{Action: "allow", Proto: "udp", DstPorts: []string{fmt.Sprint(20000 + i)}, Comment: "one of many"})
+	}
+	p, err := c.AddPortWith(ctx, api.AddPort{Name: b.Port, Network: "lan", Rules: many})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Name != b.Port || p.Network != "lan" || p.XDPMode != "native" {
+	if p.Name != b.Port || p.Network != "lan" || p.XDPMode != "native" || p.Rules != len(many.Rules) {
 		t.Errorf("added port %+v", p)
 	}
 	for _, tc := range []struct {
@@ -186,6 +192,17 @@ networks:
 
 	if err := c.RemovePort(ctx, "xss-lan"); err == nil || !strings.Contains(err.Error(), "host port") {
 		t.Errorf("removing the host port through the API: %v", err)
+	}
+	// Only a socket at the API's path is stale; a file there is not ours.
+	notSock := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(notSock, []byte("networks: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListenAPI(notSock); err == nil || !strings.Contains(err.Error(), "other than a socket") {
+		t.Errorf("API socket path on a file: %v", err)
+	}
+	if _, err := os.Stat(notSock); err != nil {
+		t.Errorf("the file at the API socket's path is gone: %v", err)
 	}
 	if _, err := c.AddPort(ctx, "xsh-lan", "other"); err == nil || err.(*api.StatusError).Code != http.StatusConflict || !strings.Contains(err.Error(), "cut the host off") {
 		t.Errorf("plugging in a device with host addresses: %v", err)

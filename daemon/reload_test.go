@@ -226,6 +226,9 @@ func TestReloadVXLAN(t *testing.T) {
 	}
 	d := start(t, withNetworks(""))
 	defer d.Close()
+	if err := api.NewClient(serveAPI(t, d)).RemovePort(context.Background(), up.Port); err == nil || !strings.Contains(err.Error(), "is the uplink") {
+		t.Errorf("removing the uplink through the API: %v", err)
+	}
 	inSwitch := func(name string) bool {
 		return slices.ContainsFunc(d.Switch().Networks(), func(n dataplane.NetworkInfo) bool { return n.Name == name })
 	}
