@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 
@@ -57,6 +58,11 @@ func (l *loop) receiveTunnel(p *loopPort, now int64) int {
 // leave held (tunnelDone).
 func (l *loop) uplinkFrame(p *loopPort, d afxdp.Desc, now int64) (uint32, bool) {
 	f := l.umem.Bytes(d.Addr, int(d.Len))
+	if f == nil {
+		p.ctr.drop(DropInvalidDesc)
+		l.pool.release(d.Addr)
+		return 0, false
+	}
 	meta, err := bpf.ParseUplinkMeta(f[:min(len(f), bpf.UplinkMetaSize)])
 	if err != nil {
 		p.ctr.drop(DropBadMetadata)
@@ -222,8 +228,12 @@ func (l *loop) encapAndSend(in *loopPort, d afxdp.Desc, vtep [16]byte) {
 	}
 	pkt := l.umem.Bytes(out.Addr, length)
 	mtu := limit - ethHeaderLen
-	if n, err := vxlan.Fragments(pkt, mtu); err != nil || n > len(l.pool.free) {
-		in.ctr.drop(DropTooBig)
+	n, err := vxlan.Fragments(pkt, mtu)
+	if err == nil && n > len(l.pool.free) {
+		err = vxlan.ErrNoBuffer
+	}
+	if err != nil {
+		in.ctr.drop(fragmentDrop(err))
 		l.pool.release(d.Addr)
 		return
 	}
@@ -231,7 +241,7 @@ func (l *loop) encapAndSend(in *loopPort, d afxdp.Desc, vtep [16]byte) {
 	_, err = l.enc.Fragment(pkt, mtu, l.fragNext)
 	l.pool.release(d.Addr)
 	if err != nil {
-		in.ctr.drop(DropTooBig)
+		in.ctr.drop(fragmentDrop(err))
 		for _, f := range l.frags {
 			l.pool.release(f.Addr)
 		}
@@ -240,6 +250,16 @@ func (l *loop) encapAndSend(in *loopPort, d afxdp.Desc, vtep [16]byte) {
 	for _, f := range l.frags {
 		l.enqueue(l.uplink, f)
 	}
+}
+
+// fragmentDrop is the reason a frame that needed fragmenting was dropped:
+// too few free frames for its fragments, or it cannot be fragmented to
+// fit the uplink.
+func fragmentDrop(err error) DropReason {
+	if errors.Is(err, vxlan.ErrNoBuffer) {
+		return DropNoFrame
+	}
+	return DropTooBig
 }
 
 // fragBuffer hands vxlan.Fragment a fresh frame for each fragment and notes

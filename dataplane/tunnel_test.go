@@ -16,6 +16,7 @@ import (
 
 	"github.com/xdpswitch/xdpswitch/bpf"
 	"github.com/xdpswitch/xdpswitch/dataplane/afxdp"
+	"github.com/xdpswitch/xdpswitch/dataplane/vxlan"
 	"github.com/xdpswitch/xdpswitch/internal/testnet"
 	"golang.org/x/sys/unix"
 )
@@ -239,6 +240,59 @@ func TestUplinkFrameErrors(t *testing.T) {
 		}
 		a, err := l.pool.check(nil, nil)
 		if err != nil || a.Free != frames {
+			t.Fatalf("%s: frames %+v, %v; want all %d free", tc.name, a, err, frames)
+		}
+	}
+}
+
+// TestEncapDrops: a frame that needs fragmenting towards the uplink and
+// cannot be is dropped for its reason, with every UMEM frame back in the
+// pool: no frames free for its fragments, or an uplink MTU too small to
+// fragment for.
+func TestEncapDrops(t *testing.T) {
+	const frames = 64
+	l, err := newLoop(0, Config{Umem: afxdpDefaultUmem(frames)}, newFillShare(8, 64, frames), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.umem.Close(); unix.Close(l.wakeFd) })
+	vtep := netip.MustParseAddr("::ffff:192.0.2.1").As16()
+	l.underlays = underlayMap{vtep: &vxlan.Underlay{
+		SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2},
+		Src: netip.MustParseAddr("192.0.2.10"), Dst: netip.MustParseAddr("192.0.2.1"),
+	}}
+	in := &loopPort{id: 1, ctr: &portCounters{}, net: &loopNet{tunnel: &tunnel{vni: 42}}}
+	inner := ethFrame(bytes.Repeat([]byte{0xff}, 6), []byte{2, 0, 0, 0, 0, 3}, 0x0800, ipv4(1400, 1400))
+	for _, tc := range []struct {
+		name   string
+		mtu    int
+		keep   int // free frames left
+		reason DropReason
+	}{
+		{"no frames for the fragments", 1000, 0, DropNoFrame},
+		{"MTU below IPv4's minimum", 60, frames, DropTooBig},
+	} {
+		l.uplink = &loopPort{id: 2, ctr: &portCounters{}, port: &Port{frameLimit: tc.mtu + ethHeaderLen}}
+		addr, ok := l.pool.alloc()
+		if !ok {
+			t.Fatalf("%s: no free frame", tc.name)
+		}
+		var taken []uint64
+		for len(l.pool.free) > tc.keep {
+			a, _ := l.pool.alloc()
+			taken = append(taken, a)
+		}
+		const headroom = 256
+		copy(l.umem.Bytes(addr+headroom, len(inner)), inner)
+		before := in.ctr.drops[tc.reason].Load()
+		l.encapAndSend(in, afxdp.Desc{Addr: addr + headroom, Len: uint32(len(inner))}, vtep)
+		if got := in.ctr.drops[tc.reason].Load() - before; got != 1 {
+			t.Errorf("%s: %d %v drops, want one", tc.name, got, tc.reason)
+		}
+		for _, a := range taken {
+			l.pool.release(a)
+		}
+		if a, err := l.pool.check(nil, nil); err != nil || a.Free != frames {
 			t.Fatalf("%s: frames %+v, %v; want all %d free", tc.name, a, err, frames)
 		}
 	}
