@@ -76,7 +76,7 @@ type loop struct {
 	resolve     chan<- [16]byte
 	done        chan struct{}
 	stop        bool
-	broken      chan<- uint32 // ports whose socket reported an error
+	broken      chan<- *Port // ports whose socket reported an error
 
 	rx      [batchSize]afxdp.Desc
 	addrs   [batchSize]uint64
@@ -118,7 +118,7 @@ type loopNet struct {
 	tunnel *tunnel
 }
 
-func newLoop(queue int, swcfg Config, fill fillShare, broken chan<- uint32, log *slog.Logger) (*loop, error) {
+func newLoop(queue int, swcfg Config, fill fillShare, broken chan<- *Port, log *slog.Logger) (*loop, error) {
 	cfg := swcfg.Umem
 	u, err := afxdp.NewUmem(cfg)
 	if err != nil {
@@ -503,7 +503,7 @@ func (l *loop) wait() {
 				p.broken = true
 				l.log.Warn("port socket failed; removing the port", "port", p.port.Name)
 				select {
-				case l.broken <- p.id:
+				case l.broken <- p.port:
 				default:
 				}
 			}

@@ -114,8 +114,10 @@ type Switch struct {
 	nextID    uint32
 	closed    bool
 
-	loops  []*loop
-	broken chan uint32
+	loops []*loop
+	// broken carries ports whose socket failed. The port, not its id:
+	// by the time a loop's report is read, the id may be another port's.
+	broken chan *Port
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
@@ -212,7 +214,7 @@ func New(cfg Config) (*Switch, error) {
 		ports:     make(map[string]*Port),
 		byIfindex: make(map[int]*Port),
 		byID:      make(map[uint32]*Port),
-		broken:    make(chan uint32, 64),
+		broken:    make(chan *Port, 64),
 		stop:      make(chan struct{}),
 		resolve:   make(chan [16]byte, 64),
 	}
@@ -278,8 +280,8 @@ func (s *Switch) background(links <-chan netlink.LinkUpdate, done chan struct{})
 			if u.Header.Type == unix.RTM_DELLINK {
 				s.removeVanished(func(p *Port) bool { return p.Ifindex == int(u.Index) })
 			}
-		case id := <-s.broken:
-			s.removeVanished(func(p *Port) bool { return p.ID == id })
+		case port := <-s.broken:
+			s.removeVanished(func(p *Port) bool { return p == port })
 		}
 	}
 }
