@@ -22,6 +22,11 @@ const batchSize = 64
 // errLoopStopped is returned for work sent to a loop that has ended.
 var errLoopStopped = errors.New("switching loop stopped")
 
+// zeroCopySettle is how long the frames of a closed zero-copy socket wait
+// before they are used again (see framePool.reclaim). The kernel lets go
+// of them within milliseconds, an RCU grace period and a workqueue run.
+const zeroCopySettle = time.Second
+
 // loop switches queue k of every port. It alone touches those sockets, their
 // rings and its UMEM, so the hot path takes no lock but the FDB's read lock
 // once per batch. The control plane changes a loop only by handing it a
@@ -191,6 +196,7 @@ func (l *loop) run() {
 			// and frames.
 			l.reasm.Expire(time.Now())
 			l.expireFragments()
+			l.pool.settle(now)
 			l.lastExpire = now
 		}
 		if now-l.rateStart >= rateWindow {
@@ -548,8 +554,12 @@ func (l *loop) removePort(id uint32) error {
 		return nil
 	}
 	lp := l.ports[id]
+	var settleAt int64
+	if lp.sock.Mode() == afxdp.ModeZeroCopy {
+		settleAt = clock() + int64(zeroCopySettle)
+	}
 	err := lp.sock.Close()
-	l.pool.reclaim(id)
+	l.pool.reclaim(id, settleAt)
 	l.fill.held(lp, -lp.fillHeld)
 	l.ports[id] = nil
 	l.active = without(l.active, lp)
@@ -612,7 +622,7 @@ func (l *loop) close() error {
 			if err := p.sock.Close(); err != nil {
 				errs = append(errs, err)
 			}
-			l.pool.reclaim(p.id)
+			l.pool.reclaim(p.id, 0) // the UMEM goes too
 			l.fill.held(p, -p.fillHeld)
 		}
 		l.active = nil

@@ -12,14 +12,15 @@ import (
 type frameState uint8
 
 const (
-	frameFree frameState = iota // on the pool's free stack
-	frameFill                   // given to a socket's fill ring (kernel: fill or rx ring)
-	frameLoop                   // held by the loop during a batch
-	frameTx                     // given to a socket's tx ring (kernel: tx or completion ring)
-	frameHeld                   // a fragment the loop's fragment tracker holds
+	frameFree     frameState = iota // on the pool's free stack
+	frameFill                       // given to a socket's fill ring (kernel: fill or rx ring)
+	frameLoop                       // held by the loop during a batch
+	frameTx                         // given to a socket's tx ring (kernel: tx or completion ring)
+	frameHeld                       // a fragment the loop's fragment tracker holds
+	frameSettling                   // a closed zero-copy socket's; its driver may still write to it
 )
 
-var frameStateNames = [...]string{"free", "fill", "loop", "tx", "held"}
+var frameStateNames = [...]string{"free", "fill", "loop", "tx", "held", "settling"}
 
 func (s frameState) String() string { return frameStateNames[s] }
 
@@ -29,6 +30,10 @@ type framePool struct {
 	free      []uint64 // stack of chunk base addresses
 	state     []frameState
 	owner     []uint32 // port id of the socket holding a fill or tx frame
+	// settling are the frames of closed zero-copy sockets, free again
+	// from settleAt on (see reclaim).
+	settling []uint64
+	settleAt int64
 }
 
 func newFramePool(u *afxdp.Umem) *framePool {
@@ -108,18 +113,43 @@ func (p *framePool) unhold(addr uint64) bool {
 	return true
 }
 
-// reclaim takes back every frame a socket held, once the socket is closed
-// and the kernel can no longer write to them.
-func (p *framePool) reclaim(port uint32) int {
+// reclaim takes back every frame a closed socket held. They are free at
+// once, unless settleAt is given: a zero-copy driver lets go of the
+// frames it took from the socket's fill ring only when the kernel
+// releases the socket's buffer pool, from a workqueue, after the socket
+// is gone. Until then the device may still write packets into them, so
+// they wait until settleAt (see settle) before anyone else gets them.
+func (p *framePool) reclaim(port uint32, settleAt int64) int {
 	n := 0
 	for i, s := range p.state {
 		if (s == frameFill || s == frameTx) && p.owner[i] == port {
-			p.state[i] = frameFree
-			p.free = append(p.free, uint64(i)*p.frameSize)
+			addr := uint64(i) * p.frameSize
+			if settleAt != 0 {
+				p.state[i] = frameSettling
+				p.settling = append(p.settling, addr)
+			} else {
+				p.state[i] = frameFree
+				p.free = append(p.free, addr)
+			}
 			n++
 		}
 	}
+	if settleAt != 0 {
+		p.settleAt = max(p.settleAt, settleAt)
+	}
 	return n
+}
+
+// settle frees the settling frames once their time has come.
+func (p *framePool) settle(now int64) {
+	if len(p.settling) == 0 || now < p.settleAt {
+		return
+	}
+	for _, addr := range p.settling {
+		p.state[addr/p.frameSize] = frameFree
+		p.free = append(p.free, addr)
+	}
+	p.settling = p.settling[:0]
 }
 
 // FrameAccount is where one loop's frames are, for the accounting check.
@@ -127,7 +157,7 @@ type FrameAccount struct {
 	Queue int
 	Total int
 	Free  int
-	Fill  int   // in fill rings and the kernel's rx path
+	Fill  int   // in fill rings and the kernel's rx path, closed sockets' too
 	Tx    int   // in tx rings and the kernel's completion path
 	Loop  int   // held by the loop; zero between batches
 	Held  int   // fragments the fragment tracker holds
@@ -142,6 +172,7 @@ type FrameAccount struct {
 func (p *framePool) check(held map[uint32][2]int, tracked []uint64) (FrameAccount, error) {
 	a := FrameAccount{Total: len(p.state)}
 	counts := make(map[uint32][2]int)
+	settling := 0
 	for i, s := range p.state {
 		switch s {
 		case frameFree:
@@ -160,6 +191,17 @@ func (p *framePool) check(held map[uint32][2]int, tracked []uint64) (FrameAccoun
 			a.Loop++
 		case frameHeld:
 			a.Held++
+		case frameSettling:
+			a.Fill++
+			settling++
+		}
+	}
+	if settling != len(p.settling) {
+		return a, fmt.Errorf("%d frames are marked settling, the list has %d", settling, len(p.settling))
+	}
+	for _, addr := range p.settling {
+		if i := p.index(addr); i < 0 || p.state[i] != frameSettling {
+			return a, fmt.Errorf("settling list holds %#x, which is not marked settling", addr)
 		}
 	}
 	if a.Held != len(tracked) {
