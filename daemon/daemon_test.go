@@ -205,17 +205,31 @@ networks:
 	}
 
 	// A malformed packet is counted and dropped; the server keeps serving.
-	if err := a.Do(func() error {
-		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(la[0])})
-		if err != nil {
+	// From a's secured port it does not get that far: it names no NIC,
+	// let alone a's, and port security drops it.
+	malformed := func(h *testnet.Host, from string) {
+		t.Helper()
+		if err := h.Do(func() error {
+			conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_, err = conn.WriteToUDP([]byte("not a DHCP message"), &net.UDPAddr{IP: net.ParseIP("10.83.0.1"), Port: 67})
 			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-		defer conn.Close()
-		_, err = conn.WriteToUDP([]byte("not a DHCP message"), &net.UDPAddr{IP: net.ParseIP("10.83.0.1"), Port: 67})
-		return err
-	}); err != nil {
-		t.Fatal(err)
 	}
+	malformed(a, la[0])
+	testnet.Eventually(t, 5*time.Second, "the secured port's malformed DHCP dropped", func() bool {
+		p, err := d.Switch().Port(a.Port)
+		return err == nil && p.Counters.Drops["spoofed_dhcp"] == 1
+	})
+	if n := d.Networks()[0].DHCP.Malformed; n != 0 {
+		t.Errorf("the server saw %d malformed packets from a secured port", n)
+	}
+	malformed(b, lb[0])
 	testnet.Eventually(t, 5*time.Second, "malformed packet counted", func() bool {
 		return d.Networks()[0].DHCP.Malformed > 0
 	})
