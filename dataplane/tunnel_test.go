@@ -193,17 +193,25 @@ func uplinkRecord(flags uint8, vni, network uint32, src netip.Addr) []byte {
 	return b
 }
 
+// socketlessLoop is a loop that is not running and has no sockets, for
+// calling its frame handling directly; its UMEM has the given frames.
+func socketlessLoop(t *testing.T, frames int) *loop {
+	t.Helper()
+	l, err := newLoop(0, Config{Umem: afxdpDefaultUmem(frames)}, newFillShare(8, 64, frames), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.umem.Close(); unix.Close(l.wakeFd) })
+	return l
+}
+
 // TestUplinkFrameErrors gives the loop frames from the uplink that it
 // cannot switch: each is dropped and counted for its reason, and its UMEM
 // frame goes back to the pool. The uplink program never hands over a frame
 // without a valid record, so only this test can.
 func TestUplinkFrameErrors(t *testing.T) {
 	const frames = 64
-	l, err := newLoop(0, Config{Umem: afxdpDefaultUmem(frames)}, newFillShare(8, 64, frames), nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.umem.Close(); unix.Close(l.wakeFd) })
+	l := socketlessLoop(t, frames)
 	p := &loopPort{id: 1, ctr: &portCounters{}}
 	vtep := netip.MustParseAddr("::ffff:192.0.2.1")
 	inner := ethFrame(bytes.Repeat([]byte{0xff}, 6), []byte{2, 0, 0, 0, 0, 1}, 0x0800, ipv4(28, 28))
@@ -251,11 +259,7 @@ func TestUplinkFrameErrors(t *testing.T) {
 // fragment for.
 func TestEncapDrops(t *testing.T) {
 	const frames = 64
-	l, err := newLoop(0, Config{Umem: afxdpDefaultUmem(frames)}, newFillShare(8, 64, frames), nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.umem.Close(); unix.Close(l.wakeFd) })
+	l := socketlessLoop(t, frames)
 	vtep := netip.MustParseAddr("::ffff:192.0.2.1").As16()
 	l.underlays = underlayMap{vtep: &vxlan.Underlay{
 		SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2},
