@@ -328,10 +328,10 @@ func (c *Config) Check() error {
 	if !filepath.IsAbs(c.APISocket) {
 		bad("api_socket: %q is not an absolute path", c.APISocket)
 	}
+	umemErrs := len(errs)
 	if c.Queues < 1 || c.Queues > bpf.MaxQueues {
 		bad("queues: %d is not between 1 and %d", c.Queues, bpf.MaxQueues)
 	}
-	umemErrs := len(errs)
 	if c.FrameSize != 2048 && c.FrameSize != 4096 {
 		bad("frame_size: %d is not 2048 or 4096", c.FrameSize)
 	}

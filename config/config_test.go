@@ -44,7 +44,7 @@ func TestConfigErrors(t *testing.T) {
 		{"networks: [{name: a, ports: [averyveryverylongname]}]", "1 to 15 bytes"},
 		{"networks: [{name: a, ports: ['a/b']}]", "cannot contain"},
 		{"queues: 0\nnetworks: [{name: a}]", ""},
-		{"queues: 65\nnetworks: [{name: a}]", "queues: 65"},
+		{"queues: 65\nnetworks: [{name: a}]", "queues: 65 is not between 1 and 64"},
 		{"frames: 1000\nnetworks: [{name: a}]", "power of two"},
 		{"fill_frames: 4096\nnetworks: [{name: a}]", "fill_frames: 4096 is not between 1 and 2048"},
 		{"frames: 64\nnetworks: [{name: a}]", "cannot serve one port"},
