@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 )
@@ -76,6 +77,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add(ethFrame(macB, macA, etherTypeIPv4, ipv4(28, 28)))
 	f.Add(ethFrame(macB, macA, etherTypeVLAN, append([]byte{0, 5, 0x86, 0xdd}, ipv6(8, 48)...)))
 	f.Add(ethFrame(bcast, macA, etherTypeARP, make([]byte, 28)))
+	f.Add(ethFrame(bcast, macA, etherTypeIPv4, ipv4Packet(net.IPv4zero, net.IPv4bcast, ipProtoUDP, udpHeader(68, 67, bootRequest(macA)))))
 	fdb := NewFDB(16, 0)
 	var l learning
 	sec := &security{mac: macKey(macA), v4: []netip.Addr{netip.MustParseAddr("10.0.0.2")}, v6: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}}
