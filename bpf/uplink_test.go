@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -396,6 +397,18 @@ func TestUplinkVerdicts(t *testing.T) {
 			out: untouched, stat: "pass_not_vxlan"},
 
 		{name: "vxlan I flag clear", pkt: mutate(good4, func(b []byte) { b[vxOff] = 0 }), out: untouched, stat: "pass_malformed"},
+		// What the host's stack would refuse is not decapsulated past it.
+		{name: "ipv4 header checksum wrong", pkt: mutate(good4, func(b []byte) { b[ipOff+10] ^= 1 }), out: untouched, stat: "pass_malformed"},
+		{name: "ipv4 multicast source", pkt: ethFrame(macA, macB, 0x0800, ipv4Packet(netip.MustParseAddr("224.0.0.5"), vtep4, protoUDP, 1, 0, 0, udpv4(good4))),
+			out: untouched, stat: "pass_malformed"},
+		{name: "ipv4 broadcast source", pkt: ethFrame(macA, macB, 0x0800, ipv4Packet(netip.MustParseAddr("255.255.255.255"), vtep4, protoUDP, 1, 0, 0, udpv4(good4))),
+			out: untouched, stat: "pass_malformed"},
+		{name: "ipv6 multicast source", pkt: ethFrame(macA, macB, 0x86dd, ipv6Packet(netip.MustParseAddr("ff02::1"), vtep6, protoUDP, good6[14+40:])),
+			out: untouched, stat: "pass_malformed"},
+		{name: "ipv6 unspecified source", pkt: ethFrame(macA, macB, 0x86dd, ipv6Packet(netip.IPv6Unspecified(), vtep6, protoUDP, good6[14+40:])),
+			out: untouched, stat: "pass_malformed"},
+		{name: "ipv6 to the ipv4 vtep, v4-mapped", pkt: ethFrame(macA, macB, 0x86dd, ipv6Packet(remote6, netip.AddrFrom16(vtep4.As16()), protoUDP, good6[14+40:])),
+			out: untouched, stat: "pass_malformed"},
 		{name: "vxlan reserved flag bit", pkt: mutate(good4, func(b []byte) { b[vxOff] = 0x0c }), out: untouched, stat: "pass_malformed"},
 		{name: "vxlan reserved 24 bits", pkt: mutate(good4, func(b []byte) { b[vxOff+2] = 1 }), out: untouched, stat: "pass_malformed"},
 		{name: "vxlan reserved last byte", pkt: mutate(good4, func(b []byte) { b[vxOff+7] = 1 }), out: untouched, stat: "pass_malformed"},
@@ -495,6 +508,9 @@ func TestUplinkFragments(t *testing.T) {
 	}
 	// A VXLAN datagram of 8+8+74 bytes in two fragments: 48 bytes, then 42.
 	dgram := udpDatagram(40000, 4789, vxlanHeader(100, innerFrame("frag")))
+	unknown := udpDatagram(40000, 4789, vxlanHeader(101, innerFrame("frag")))
+	gbp := slices.Clone(dgram)
+	gbp[8] |= 0x80 // the G flag of group-based policy
 	first4 := func(id uint16) []byte { return frag4(remote4, vtep4, id, 0x2000, dgram[:48]) }
 	later4 := func(id uint16) []byte { return frag4(remote4, vtep4, id, 48/8, dgram[48:]) }
 	raw4first := metaFor(remote4, 40000, 0, 0, UplinkMetaRawFragment)
@@ -528,6 +544,12 @@ func TestUplinkFragments(t *testing.T) {
 		{name: "ipv6 later fragment, tagged", pkt: vlanFrame(macA, macB, 0x8100, 5, 0x86dd, later6(5)[14:]), out: rawFrag, stat: "frag_redirected",
 			meta: metaFor(remote6, 0, 0, 0, UplinkMetaRawFragment|UplinkMetaOuterIPv6|UplinkMetaOuterVLAN)},
 		{name: "ipv4 first fragment cut inside the udp header", pkt: frag4(remote4, vtep4, 6, 0x2000, dgram[:4]), out: untouched, stat: "pass_malformed"},
+		// VXLAN the switch does not serve goes to the host whole or in
+		// fragments alike, every fragment of it.
+		{name: "first fragment of an unknown vni", pkt: frag4(remote4, vtep4, 10, 0x2000, unknown[:48]), out: untouched, stat: "pass_unknown_vni"},
+		{name: "its later fragment", pkt: later4(10), out: untouched, stat: "frag_passed"},
+		{name: "first fragment with flags not ours", pkt: frag4(remote4, vtep4, 11, 0x2000, gbp[:48]), out: untouched, stat: "pass_malformed"},
+		{name: "ipv6 first fragment of an unknown vni", pkt: frag6(remote6, vtep6, 12, 0, true, unknown[:48]), out: untouched, stat: "pass_unknown_vni"},
 	}
 	for _, c := range steps {
 		t.Run(c.name, func(t *testing.T) { checkCase(t, u, c) })

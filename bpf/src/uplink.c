@@ -18,7 +18,10 @@
 //
 // The outer UDP checksum is not checked: VXLAN over IPv4 usually sends
 // none, over IPv6 a zero checksum is allowed for tunnels (RFC 6935), and the
-// inner frame carries its own checksums.
+// inner frame carries its own checksums. What the host's stack would refuse
+// before its VXLAN device saw the datagram is refused here too: a bad IPv4
+// header checksum, a source that no VTEP can have (multicast, broadcast,
+// unspecified), an IPv6 address that is v4-mapped.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -153,6 +156,7 @@ enum frag_kind {
 struct outer {
 	struct uplink_addr src;
 	struct uplink_addr dst;
+	__u32 l3off;  // offset of the IP header from ctx->data
 	__u32 l4off;  // offset of the transport header from ctx->data
 	__u32 l4len;  // bytes of IP payload from l4off on, as the IP header says
 	__u32 frag_id;
@@ -190,6 +194,7 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, __u32 off, struct oute
 		return 0;
 	map_v4(&o->src, &ip->saddr);
 	map_v4(&o->dst, &ip->daddr);
+	o->l3off = off;
 	o->l4off = off + hlen;
 	o->l4len = tot - hlen;
 	o->l4proto = ip->protocol;
@@ -202,6 +207,12 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, __u32 off, struct oute
 		o->frag = FRAG_NONE;
 	o->frag_id = ip->id;
 	return 1;
+}
+
+static __always_inline int is_v4mapped(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 &&
+	       a->in6_u.u6_addr32[2] == bpf_htonl(0xffff);
 }
 
 // parse_ipv6 fills o from the IPv6 header at offset off. Of the extension
@@ -223,8 +234,13 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, __u32 off, struct oute
 	plen = bpf_ntohs(ip6->payload_len);
 	if (plen == 0 || (void *)(ip6 + 1) + plen > end) // 0: a jumbogram, never VXLAN
 		return 0;
+	// IPv4 VTEPs are keyed as v4-mapped addresses; an IPv6 packet to or
+	// from one is no host's (RFC 4291 2.5.5.2) and must not pass for it.
+	if (is_v4mapped(&ip6->saddr) || is_v4mapped(&ip6->daddr))
+		return 0;
 	__builtin_memcpy(o->src.b, &ip6->saddr, 16);
 	__builtin_memcpy(o->dst.b, &ip6->daddr, 16);
+	o->l3off = off;
 	o->l4off = off + sizeof(*ip6);
 	o->l4len = plen;
 	o->l4proto = ip6->nexthdr;
@@ -253,6 +269,45 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, __u32 off, struct oute
 static __always_inline int is_local(struct uplink_addr *a)
 {
 	return bpf_map_lookup_elem(&local_addrs, a) != 0;
+}
+
+// unicast_source: a VTEP sends from a unicast address. The switch learns
+// MACs behind the source, so an unspecified, broadcast or multicast one
+// is refused, as the switch's own decapsulation of reassembled datagrams
+// refuses it.
+static __always_inline int unicast_source(struct outer *o)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, o->src.b, sizeof(w));
+	if (o->ipv6) // not ff00::/8, not ::
+		return o->src.b[0] != 0xff && (w[0] | w[1] | w[2] | w[3]) != 0;
+	// not 224.0.0.0/4, 0.0.0.0 or 255.255.255.255
+	return (o->src.b[12] & 0xf0) != 0xe0 && w[3] != 0 && w[3] != 0xffffffff;
+}
+
+// ipv4_checksum_ok verifies the IPv4 header checksum, which the kernel's
+// stack would and XDP does not: hlen is the header's length (20 to 60).
+static __always_inline int ipv4_checksum_ok(struct xdp_md *ctx, __u32 off, __u32 hlen)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u16 *w;
+	__u32 sum = 0;
+
+	if (off > 18) // Ethernet and at most one tag, for the verifier
+		return 0;
+	w = data + off;
+	for (int i = 0; i < 30; i++) {
+		if (i * 2 >= hlen)
+			break;
+		if ((void *)(w + 1) > end)
+			return 0;
+		sum += *w++;
+	}
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
 }
 
 static __always_inline int has_socket(struct xdp_md *ctx)
@@ -299,8 +354,9 @@ static __always_inline int write_meta(struct xdp_md *ctx, struct outer *o, __u8 
 // loss is bounded to reordered fragmented VXLAN, which a sane underlay (MTU
 // sized for VXLAN) never produces. The record expires after
 // frag_timeout_ns, the reassembly timeout, so an id reused long after
-// cannot steal host traffic; a first fragment that is not VXLAN erases the
-// record of its key at once. LRU eviction bounds the memory.
+// cannot steal host traffic; a first fragment that is not VXLAN, or not
+// for a VNI the switch serves, erases the record of its key at once and
+// goes to the host with the rest of its datagram. LRU eviction bounds the memory.
 
 static __always_inline void frag_key(struct uplink_frag_key *k, struct outer *o)
 {
@@ -313,8 +369,6 @@ static __always_inline void frag_key(struct uplink_frag_key *k, struct outer *o)
 
 static __always_inline int redirect_raw(struct xdp_md *ctx, struct outer *o, __be16 sport)
 {
-	long action;
-
 	// Make room in the headroom and write the record there; the frame
 	// itself is not touched, so whatever fails here leaves the host (with
 	// the room given back) the frame as it came.
@@ -323,9 +377,13 @@ static __always_inline int redirect_raw(struct xdp_md *ctx, struct outer *o, __b
 	if (!write_meta(ctx, o, UPLINK_META_RAW_FRAGMENT, sport, 0, 0))
 		return bpf_xdp_adjust_head(ctx, sizeof(struct uplink_meta)) ?
 			       XDP_ABORTED : pass(UPLINK_STAT_PASS_NO_ROOM);
-	action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-	count(action == XDP_REDIRECT ? UPLINK_STAT_FRAG_REDIRECTED : UPLINK_STAT_PASS_NO_SOCKET);
-	return action;
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, 0) == XDP_REDIRECT) {
+		count(UPLINK_STAT_FRAG_REDIRECTED);
+		return XDP_REDIRECT;
+	}
+	// The socket went since has_socket looked.
+	return bpf_xdp_adjust_head(ctx, sizeof(struct uplink_meta)) ?
+		       XDP_ABORTED : pass(UPLINK_STAT_PASS_NO_SOCKET);
 }
 
 static __always_inline int first_fragment(struct xdp_md *ctx, struct outer *o, __be16 sport)
@@ -405,6 +463,26 @@ static __always_inline int decap(struct xdp_md *ctx, struct outer *o, __u32 inne
 	return action;
 }
 
+// vxlan_network checks a VXLAN header and finds the switch's network for
+// its VNI; NULL, with the stat to count, when the datagram is not ours.
+static __always_inline __u32 *vxlan_network(struct vxlan_hdr *vx, __u32 *vni, __u32 *stat)
+{
+	__u32 *network;
+
+	// RFC 7348: flags (8 bits, only I set), 24 reserved bits, VNI (24
+	// bits), 8 reserved bits. Extensions that use the reserved bits (GBP,
+	// GPE) are not ours to interpret.
+	if (vx->flags != VXLAN_FLAGS || (vx->vni & bpf_htonl(0xff))) {
+		*stat = UPLINK_STAT_PASS_MALFORMED;
+		return NULL;
+	}
+	*vni = bpf_ntohl(vx->vni) >> 8;
+	network = bpf_map_lookup_elem(&vnis, vni);
+	if (!network)
+		*stat = UPLINK_STAT_PASS_UNKNOWN_VNI;
+	return network;
+}
+
 SEC("xdp")
 int xdp_uplink(struct xdp_md *ctx)
 {
@@ -414,7 +492,7 @@ int xdp_uplink(struct xdp_md *ctx)
 	struct outer o = {};
 	struct udphdr *udp;
 	struct vxlan_hdr *vx;
-	__u32 off = sizeof(*eth), ulen, vni, *network;
+	__u32 off = sizeof(*eth), ulen, vni, stat, *network;
 	__be16 proto;
 	int ok;
 
@@ -463,26 +541,33 @@ int xdp_uplink(struct xdp_md *ctx)
 	}
 	if (!is_local(&o.dst))
 		return pass(UPLINK_STAT_PASS_NOT_LOCAL);
-	if (o.frag == FRAG_FIRST)
+	vx = (void *)(udp + 1);
+	if (o.frag == FRAG_FIRST) {
+		// A first fragment with a VXLAN header that is not ours goes to
+		// the host with the rest of its datagram, as the datagram would
+		// whole. The header is in the first fragment unless the sender
+		// cut the datagram absurdly small; the switch judges those whole.
+		if ((void *)(vx + 1) <= end && o.l4len >= sizeof(*udp) + VXLAN_HLEN &&
+		    !vxlan_network(vx, &vni, &stat)) {
+			forget_fragment(&o);
+			return pass(stat);
+		}
 		return first_fragment(ctx, &o, udp->source);
+	}
 
 	// A whole VXLAN datagram for us: the UDP length must cover the VXLAN
 	// header and an Ethernet header and stay inside the IP payload.
 	ulen = bpf_ntohs(udp->len);
 	if (ulen < sizeof(*udp) + VXLAN_HLEN + ETH_HLEN || ulen > o.l4len)
 		return pass(UPLINK_STAT_PASS_MALFORMED);
-	vx = (void *)(udp + 1);
 	if ((void *)(vx + 1) > end)
 		return pass(UPLINK_STAT_PASS_MALFORMED);
-	// RFC 7348: flags (8 bits, only I set), 24 reserved bits, VNI (24
-	// bits), 8 reserved bits. Extensions that use the reserved bits (GBP,
-	// GPE) are not ours to interpret.
-	if (vx->flags != VXLAN_FLAGS || (vx->vni & bpf_htonl(0xff)))
+	// Decapsulated, it skips the host's checks of the outer headers.
+	if (!unicast_source(&o) || (!o.ipv6 && !ipv4_checksum_ok(ctx, o.l3off, o.l4off - o.l3off)))
 		return pass(UPLINK_STAT_PASS_MALFORMED);
-	vni = bpf_ntohl(vx->vni) >> 8;
-	network = bpf_map_lookup_elem(&vnis, &vni);
+	network = vxlan_network(vx, &vni, &stat);
 	if (!network)
-		return pass(UPLINK_STAT_PASS_UNKNOWN_VNI);
+		return pass(stat);
 	return decap(ctx, &o, o.l4off + sizeof(*udp) + VXLAN_HLEN, o.l4off + ulen,
 		     udp->source, vni, *network);
 }
