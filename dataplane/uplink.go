@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -47,6 +50,10 @@ func (s *Switch) AddUplink(device string, local netip.Addr, port uint16) error {
 		return err
 	}
 	s.uplink, s.uplinkProg, s.local, s.vxlanPort = s.ports[device], prog, local.Unmap(), port
+	if n := activeRxQueues(device); n > s.cfg.Queues {
+		s.log.Warn("the uplink receives on more queues than the switch serves: VXLAN that RSS puts on the others goes to the host, and is lost (ethtool -L, or steer the VXLAN port to the served queues)",
+			"uplink", device, "rx_queues", n, "queues", s.cfg.Queues)
+	}
 	for _, l := range s.loops {
 		if err := l.do(func() { l.local, l.vxlanPort = local.Unmap(), port }); err != nil {
 			return err
@@ -219,4 +226,21 @@ func (s *Switch) ReassemblyStats() frag.ReassemblyStats {
 		sum.Add(l.reasm.Stats())
 	}
 	return sum
+}
+
+// activeRxQueues is how many rx queues a device receives on: sysfs has a
+// directory for each queue in use, where netlink's count is of the queues
+// the device could enable. 0 when sysfs cannot tell.
+func activeRxQueues(device string) int {
+	entries, err := os.ReadDir(filepath.Join("/sys/class/net", device, "queues"))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "rx-") {
+			n++
+		}
+	}
+	return n
 }
