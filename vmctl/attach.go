@@ -47,6 +47,10 @@ type AttachOptions struct {
 	MAC net.HardwareAddr
 	// Queues is the number of queue pairs (1 when 0).
 	Queues int
+	// Bus is the PCI bus the NIC goes on (a PCIe root port's id, say).
+	// Empty lets QEMU choose, and where its root bus takes no hot-plugged
+	// device (a q35 machine) the first empty hotplug bus is taken.
+	Bus string
 	// API is the daemon's API.
 	API *api.Client
 	// WaitGuest is how long to wait for the guest's driver to take the NIC
@@ -237,7 +241,22 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 		dev["mq"] = true
 		dev["vectors"] = 2*o.Queues + 2
 	}
+	if o.Bus != "" {
+		dev["bus"] = o.Bus
+	}
 	err = m.run(ctx, "device_add", dev, nil, nil)
+	if o.Bus == "" && noHotplug(err) {
+		switch bus, ferr := freeBus(ctx, m); {
+		case ferr != nil:
+			err = ferr
+		case bus == "":
+			err = fmt.Errorf("%w (a q35 machine, with no empty PCIe root port for the NIC: start the VM with one per NIC to attach, -device pcie-root-port,id=rp1,chassis=1, or name a bus with --bus)", err)
+		default:
+			logf("QEMU's root bus takes no hot-plugged device; the NIC goes on %s", bus)
+			dev["bus"] = bus
+			err = m.run(ctx, "device_add", dev, nil, nil)
+		}
+	}
 	if !refused(err) {
 		undo.pushDevice(devID)
 	}
@@ -428,4 +447,53 @@ func vmName(socket string) string {
 		return "the VM"
 	}
 	return n
+}
+
+// noHotplug tells whether QEMU refused a device because the bus it chose
+// takes no hot-plugged devices: the root bus of a q35 machine.
+func noHotplug(err error) bool {
+	var qe *QMPError
+	return errors.As(err, &qe) && qe.Class != "" && strings.Contains(qe.Desc, "does not support hotplugging")
+}
+
+// pciDevice is what query-pci says of a device: a bridge has the
+// devices behind it.
+type pciDevice struct {
+	QdevID string `json:"qdev_id"`
+	Bridge *struct {
+		Devices []pciDevice `json:"devices"`
+	} `json:"pci_bridge"`
+}
+
+// freeBus finds a bus for one more NIC: the first bridge (a PCIe root
+// port, on q35) that has an id to name it by and nothing behind it; ""
+// when there is none.
+func freeBus(ctx context.Context, m *monitor) (string, error) {
+	var buses []struct {
+		Devices []pciDevice `json:"devices"`
+	}
+	if err := m.run(ctx, "query-pci", nil, nil, &buses); err != nil {
+		return "", err
+	}
+	for _, b := range buses {
+		if id := emptyBridge(b.Devices); id != "" {
+			return id, nil
+		}
+	}
+	return "", nil
+}
+
+func emptyBridge(devs []pciDevice) string {
+	for _, d := range devs {
+		if d.Bridge == nil {
+			continue
+		}
+		if len(d.Bridge.Devices) == 0 && d.QdevID != "" {
+			return d.QdevID
+		}
+		if id := emptyBridge(d.Bridge.Devices); id != "" {
+			return id
+		}
+	}
+	return ""
 }

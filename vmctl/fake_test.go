@@ -3,6 +3,7 @@ package vmctl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -66,7 +67,7 @@ func changes(q *vmctltest.QMP) []string {
 	var out []string
 	for _, c := range q.Commands() {
 		switch strings.Fields(c)[0] {
-		case "qmp_capabilities", "qom-list", "qom-get", "x-query-virtio-status":
+		case "qmp_capabilities", "qom-list", "qom-get", "x-query-virtio-status", "query-pci":
 		default:
 			out = append(out, c)
 		}
@@ -216,6 +217,43 @@ func TestFakeAttachDetach(t *testing.T) {
 		wantErr(t, err, "2 NICs attached by vmctl", atts[0].MAC.String(), atts[1].MAC.String())
 		for _, att := range atts {
 			if _, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, MAC: att.MAC, API: a.Client()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nothingLeft(t, q, a)
+	})
+
+	t.Run("q35", func(t *testing.T) {
+		// The root bus takes no hot-plugged device: each NIC goes on an
+		// empty root port, and with none left attach says what to do.
+		q, a := vmctltest.NewQMP(t), lanAPI(t)
+		q.SetRootPorts("rp1", "rp2")
+		var buses []string
+		var macs []net.HardwareAddr
+		for i := range 3 {
+			m := net.HardwareAddr{0x52, 0x54, 0, 0x35, 0, byte(i)}
+			macs = append(macs, m)
+			att, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: m, API: a.Client()})
+			if i == 2 {
+				wantErr(t, err, "device_add", "does not support hotplugging", "no empty PCIe root port", "pcie-root-port", "--bus")
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			buses = append(buses, fmt.Sprint(q.Device(att.Device)["bus"]))
+		}
+		if !slices.Equal(buses, []string{"rp1", "rp2"}) {
+			t.Errorf("NICs on buses %q, want rp1 and rp2", buses)
+		}
+		if len(q.Devices()) != 2 || len(q.Netdevs()) != 2 || len(a.Ports()) != 2 {
+			t.Errorf("the failed attach left devices %q, netdevs %q, ports %v", q.Devices(), q.Netdevs(), a.Ports())
+		}
+		// A bus named by the caller is taken as it is.
+		_, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client(), Bus: "rp9"})
+		wantErr(t, err, "device_add", "Bus 'rp9' not found")
+		for _, m := range macs[:2] {
+			if _, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, MAC: m, API: a.Client()}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -17,6 +17,7 @@ func attach(e *env, args []string) error {
 	network := fs.String("network", "", "the switch network `NET` the NIC joins")
 	macStr := fs.String("mac", "", "the NIC's `MAC` address (default a random 52:54:00:xx:xx:xx)")
 	queues := fs.Int("queues", 1, "`N` queue pairs")
+	bus := fs.String("bus", "", "the PCI `BUS` for the NIC, a PCIe root port's id (default QEMU's choice, or on q35 the first empty root port)")
 	wait := fs.Duration("wait", 30*time.Second, "`DURATION` the guest gets to take the NIC; 0 does not wait")
 	verbose := fs.Bool("v", false, "tell each step on stderr")
 	noSecurity := fs.Bool("no-security", false, "plug the NIC in without port security (its own MAC and addresses only)")
@@ -41,7 +42,7 @@ func attach(e *env, args []string) error {
 		return err
 	}
 	o := vmctl.AttachOptions{
-		VM: vm, QMPSocket: *qmp, Network: *network, MAC: mac, Queues: *queues,
+		VM: vm, QMPSocket: *qmp, Network: *network, MAC: mac, Queues: *queues, Bus: *bus,
 		API: e.client(), WaitGuest: *wait, NoSecurity: *noSecurity,
 	}
 	if *rulesFile != "" {

@@ -49,7 +49,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"attach", "VM --qmp SOCKET --network NET [--mac MAC] [--queues N] [--wait DURATION] [--no-security] [--rules FILE] [-v]",
+		{"attach", "VM --qmp SOCKET --network NET [--mac MAC] [--queues N] [--bus ID] [--wait DURATION] [--no-security] [--rules FILE] [-v]",
 			"plug a new NIC into a running VM and into a switch network", attach},
 		{"detach", "VM --qmp SOCKET [--mac MAC] [--timeout DURATION] [-v]",
 			"unplug a NIC that attach plugged in", detach},

@@ -50,11 +50,14 @@ type QMP struct {
 	driverOK bool // the guest takes new NICs
 	release  bool // the guest releases NICs on device_del
 	noisy    bool // an unrelated event precedes every answer
-	actions  map[string]Action
-	log      []string
-	fds      map[string]*os.File
-	netdevs  map[string]*netdev
-	devices  []*device
+	// rootPorts, when set, makes it a q35 machine: its root bus takes no
+	// hot-plugged device, each of these PCIe root ports takes one.
+	rootPorts []string
+	actions   map[string]Action
+	log       []string
+	fds       map[string]*os.File
+	netdevs   map[string]*netdev
+	devices   []*device
 }
 
 type netdev struct {
@@ -115,6 +118,14 @@ func (q *QMP) SetGuest(takes, releases bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.driverOK, q.release = takes, releases
+}
+
+// SetRootPorts makes the VM a q35 machine with these (empty) PCIe root
+// ports, where device_add must name one as its bus.
+func (q *QMP) SetRootPorts(ids ...string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.rootPorts = ids
 }
 
 // SetNoisy makes an unrelated event precede every answer, the greeting's
@@ -522,6 +533,24 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		q.freeNetdev(id)
 		return map[string]any{}, nil, nil
 
+	case "query-pci":
+		// Bus 0 with the root ports on it, each a bridge to its own bus
+		// and what was plugged into it.
+		var devs []any
+		for i, rp := range q.rootPorts {
+			var below []any
+			for _, d := range q.devices {
+				if str(d.props, "bus") == rp {
+					below = append(below, map[string]any{"bus": i + 1, "slot": 0, "function": 0,
+						"class_info": map[string]any{"class": 512, "desc": "Ethernet controller"}, "qdev_id": d.id})
+				}
+			}
+			devs = append(devs, map[string]any{"bus": 0, "slot": 1, "function": i, "qdev_id": rp,
+				"class_info": map[string]any{"class": 1540, "desc": "PCI bridge"},
+				"pci_bridge": map[string]any{"bus": map[string]any{"number": i + 1}, "devices": nonNilAny(below)}})
+		}
+		return []any{map[string]any{"bus": 0, "devices": nonNilAny(devs)}}, nil, nil
+
 	case "device_add":
 		id := str(args, "id")
 		if str(args, "driver") != "virtio-net-pci" {
@@ -532,6 +561,20 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		}
 		if q.device(id) != nil {
 			return generic("Duplicate device ID '%s'", id)
+		}
+		if len(q.rootPorts) > 0 {
+			bus := str(args, "bus")
+			switch {
+			case bus == "":
+				return generic("Bus 'pcie.0' does not support hotplugging")
+			case !slices.Contains(q.rootPorts, bus):
+				return generic("Bus '%s' not found", bus)
+			}
+			for _, d := range q.devices {
+				if str(d.props, "bus") == bus {
+					return generic("Bus '%s' does not support hotplugging", bus)
+				}
+			}
 		}
 		nd := q.netdevs[str(args, "netdev")]
 		inUse := false
@@ -593,4 +636,11 @@ func (q *QMP) freeNetdev(id string) {
 		f.Close()
 	}
 	delete(q.netdevs, id)
+}
+
+func nonNilAny(s []any) []any {
+	if s == nil {
+		return []any{}
+	}
+	return s
 }
