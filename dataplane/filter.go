@@ -154,16 +154,16 @@ func (l *loop) judge(port, net *policy.Matcher, dir policy.Direction, zone uint3
 
 // match classifies the frame at hand with the port's rules and then the
 // network's, stopping at the first deny. The tag records which rules
-// decided, for counting the datagram's later fragments against them: rule
-// r of the port in the low half and of the network in the high half, as
-// r+2 (0: not consulted; 1: the default).
+// decided, for counting the datagram's later fragments against them: the
+// port's in the low half and the network's in the high half (see
+// ruleTag).
 func (l *loop) match(port, net *policy.Matcher, dir policy.Direction) (policy.Action, uint64) {
 	p := &l.filter.view.pkt
 	var tag uint64
 	if hasRules(port) {
 		p.Dir = dir
 		a, r := port.Match(p)
-		tag = uint64(r + 2)
+		tag = uint64(ruleTag(port, r))
 		if a == policy.Deny {
 			return a, tag
 		}
@@ -171,7 +171,7 @@ func (l *loop) match(port, net *policy.Matcher, dir policy.Direction) (policy.Ac
 	if hasRules(net) {
 		p.Dir = policy.Both
 		a, r := net.Match(p)
-		tag |= uint64(r+2) << 32
+		tag |= uint64(ruleTag(net, r)) << 32
 		if a == policy.Deny {
 			return a, tag
 		}
@@ -179,13 +179,29 @@ func (l *loop) match(port, net *policy.Matcher, dir policy.Direction) (policy.Ac
 	return policy.Allow, tag
 }
 
-// follow counts a later fragment against the rules that decided its first.
+// tagGenShift splits a half tag: rule r as r+2 below it (0: the rules
+// were not consulted; 1: the default), the low bits of the classifier's
+// generation above it.
+const tagGenShift = 20
+
+var _ = [1]int{}[(policy.MaxRules+2)>>tagGenShift] // rule numbers fit below it
+
+// ruleTag is the half tag for rule r of m's classifier.
+func ruleTag(m *policy.Matcher, r int) uint32 {
+	return uint32(r+2) | m.Classifier().Gen()<<tagGenShift
+}
+
+// follow counts a later fragment against the rules that decided its
+// first, unless they have been replaced since: then their numbers are no
+// longer the rules in force.
 func follow(port, net *policy.Matcher, tag uint64, bytes int) {
-	if r := int(uint32(tag)); r > 0 && port != nil {
-		port.CountFollowing(r-2, bytes)
-	}
-	if r := int(tag >> 32); r > 0 && net != nil {
-		net.CountFollowing(r-2, bytes)
+	followHalf(port, uint32(tag), bytes)
+	followHalf(net, uint32(tag>>32), bytes)
+}
+
+func followHalf(m *policy.Matcher, half uint32, bytes int) {
+	if half != 0 && m != nil && half>>tagGenShift == m.Classifier().Gen()<<tagGenShift>>tagGenShift {
+		m.CountFollowing(int(half&(1<<tagGenShift-1))-2, bytes)
 	}
 }
 

@@ -465,3 +465,37 @@ func portID(sw *Switch, name string) uint32 {
 	defer sw.mu.Unlock()
 	return sw.ports[name].ID
 }
+
+// TestFollowAfterSwap: a later fragment counts against the rule that
+// decided its datagram's first fragment, and against no rule once the
+// rules were replaced, whose numbers mean other rules.
+func TestFollowAfterSwap(t *testing.T) {
+	compile := func() *policy.Classifier {
+		c, err := policy.Compile(policy.Ruleset{Rules: []policy.Rule{
+			{Action: policy.Allow, Proto: policy.ProtoTCP},
+			{Action: policy.Allow, Proto: policy.ProtoUDP},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tbl := policy.NewTable(compile())
+	m := tbl.Matcher()
+	tag := uint64(ruleTag(m, 1)) << 32 // the network's half
+	follow(nil, m, tag, 100)
+	m.Flush()
+	if rules, _ := tbl.Load().Stats(); rules[1].Packets != 1 || rules[1].Bytes != 100 {
+		t.Fatalf("rule 1 counted %+v, want the fragment", rules[1])
+	}
+	old := tbl.Swap(compile())
+	m.Begin()
+	follow(nil, m, tag, 100)
+	m.Flush()
+	if rules, deflt := tbl.Load().Stats(); rules[0].Packets+rules[1].Packets+deflt.Packets != 0 {
+		t.Errorf("the new rules counted %+v and %+v (default %+v), want nothing", rules[0], rules[1], deflt)
+	}
+	if rules, _ := old.Stats(); rules[1].Packets != 1 {
+		t.Errorf("the old rule 1 counted %+v, want the one fragment before the swap", rules[1])
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // Classifier is a compiled ruleset: immutable, safe for any number of
@@ -51,9 +52,25 @@ type Classifier struct {
 	residual []uint32
 
 	info Info
+	// gen tells this classifier from the others of the process.
+	gen uint32
 
 	mu       sync.Mutex
 	counters []*Counter
+}
+
+// generations numbers the classifiers as they are compiled.
+var generations atomic.Uint32
+
+// Gen numbers the classifier among those the process compiled, from 1; 0
+// for nil. A verdict remembered across a swap of classifiers (a datagram
+// whose later fragments arrive after the rules changed) can tell by it
+// that its rule numbers are not the new classifier's.
+func (c *Classifier) Gen() uint32 {
+	if c == nil {
+		return 0
+	}
+	return c.gen
 }
 
 type portTries struct{ src, dst trie32 }

@@ -76,7 +76,7 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		return nil, err
 	}
 	n := len(rs.Rules)
-	c := &Classifier{deflt: rs.Default, rules: n, cand: []uint32{0}}
+	c := &Classifier{deflt: rs.Default, rules: n, cand: []uint32{0}, gen: generations.Add(1)}
 	c.ports = []portTries{{}} // ports[0]: for protocols without
 	for d := range c.first {
 		for p := range c.first[d] {

@@ -77,7 +77,9 @@ type TrackerConfig struct {
 	MaxHeldBytesPerDatagram int
 	// Timeout is how long a datagram may wait for its first fragment,
 	// and how long a verdict is remembered after it was taken (default
-	// 30 s, the reassembly timeout of RFC 8200 and of Linux).
+	// 30 s, Linux's reassembly timeout for IPv4; IPv6's is 60 s, RFC 8200
+	// §4.5, but fragments that far apart are not worth holding frames
+	// for).
 	Timeout time.Duration
 }
 
