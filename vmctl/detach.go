@@ -112,6 +112,13 @@ func detach(ctx context.Context, o *DetachOptions) (Attachment, error) {
 		}
 	}
 
+	// The port comes out after the device: a daemon that cannot be
+	// reached would leave the NIC half detached, so it is asked first.
+	if o.API != nil {
+		if _, err := o.API.Networks(ctx); err != nil {
+			return a, fmt.Errorf("the NIC is left as it is: %w", err)
+		}
+	}
 	if found {
 		logf("device_del %s, waiting up to %v for the guest to release it", a.Device, o.Timeout)
 		if err := removeDevice(ctx, m, a.Device, o.Timeout); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -256,6 +257,25 @@ func TestFakeAttachDetach(t *testing.T) {
 			if _, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, MAC: m, API: a.Client()}); err != nil {
 				t.Fatal(err)
 			}
+		}
+		nothingLeft(t, q, a)
+	})
+
+	t.Run("daemon unreachable", func(t *testing.T) {
+		// Detach touches nothing while the daemon cannot be asked, and
+		// finishes once it can.
+		q, a := vmctltest.NewQMP(t), lanAPI(t)
+		if _, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client()}); err != nil {
+			t.Fatal(err)
+		}
+		down := api.NewClient(filepath.Join(t.TempDir(), "api.sock"))
+		_, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, API: down})
+		wantErr(t, err, "left as it is")
+		if len(q.Devices()) != 1 || len(q.Netdevs()) != 1 || len(a.Ports()) != 1 {
+			t.Fatalf("a detach without the daemon changed devices %q, netdevs %q, ports %v", q.Devices(), q.Netdevs(), a.Ports())
+		}
+		if _, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, API: a.Client()}); err != nil {
+			t.Fatal(err)
 		}
 		nothingLeft(t, q, a)
 	})
