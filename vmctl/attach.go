@@ -125,12 +125,19 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 	if err != nil {
 		return a, err
 	}
+	macs, err := nicMACs(ctx, m)
+	if err != nil {
+		return a, err
+	}
 	taken := func(mac net.HardwareAddr) error {
 		tap, dev, _ := Names(mac)
 		for _, p := range existing {
 			if p.Name == dev {
 				return fmt.Errorf("the VM already has a NIC with MAC %s (QMP device %s)", mac, dev)
 			}
+		}
+		if path, ok := macs[mac.String()]; ok {
+			return fmt.Errorf("the VM already has a NIC with MAC %s (%s)", mac, path)
 		}
 		if _, err := net.InterfaceByName(tap); err == nil {
 			return fmt.Errorf("the host already has a device %s (MAC %s is in use)", tap, mac)
@@ -496,4 +503,37 @@ func emptyBridge(devs []pciDevice) string {
 		}
 	}
 	return ""
+}
+
+// nicMACs maps the MAC of every NIC of the VM, vmctl's or not, to its QOM
+// path: QEMU lets two NICs have one MAC, which the guest's network would
+// not survive. A device without a mac property is no NIC.
+func nicMACs(ctx context.Context, m *monitor) (map[string]string, error) {
+	out := map[string]string{}
+	for _, dir := range []string{"/machine/peripheral", "/machine/peripheral-anon"} {
+		var ps []peripheral
+		if err := m.run(ctx, "qom-list", map[string]any{"path": dir}, nil, &ps); err != nil {
+			if refused(err) {
+				continue // a machine without such devices
+			}
+			return nil, err
+		}
+		for _, p := range ps {
+			if !strings.HasPrefix(p.Type, "child<") {
+				continue
+			}
+			var mac string
+			path := dir + "/" + p.Name
+			if err := m.qomGet(ctx, path, "mac", &mac); err != nil {
+				if refused(err) {
+					continue
+				}
+				return nil, err
+			}
+			if hw, err := net.ParseMAC(mac); err == nil {
+				out[hw.String()] = path
+			}
+		}
+	}
+	return out, nil
 }

@@ -261,6 +261,19 @@ func TestFakeAttachDetach(t *testing.T) {
 		nothingLeft(t, q, a)
 	})
 
+	t.Run("MAC of a NIC vmctl did not make", func(t *testing.T) {
+		// The VM was started with -nic and QEMU's default MAC; vmctl
+		// refuses to give it a second NIC with the same one.
+		q, a := vmctltest.NewQMP(t), lanAPI(t)
+		q.AddBootNIC(mac.String())
+		_, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client()})
+		wantErr(t, err, "already has a NIC with MAC "+mac.String(), "peripheral-anon/device[0]")
+		nothingLeft(t, q, a)
+		if _, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", API: a.Client()}); err != nil {
+			t.Fatalf("a random MAC: %v", err)
+		}
+	})
+
 	t.Run("daemon unreachable", func(t *testing.T) {
 		// Detach touches nothing while the daemon cannot be asked, and
 		// finishes once it can.

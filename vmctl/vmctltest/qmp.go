@@ -53,11 +53,14 @@ type QMP struct {
 	// rootPorts, when set, makes it a q35 machine: its root bus takes no
 	// hot-plugged device, each of these PCIe root ports takes one.
 	rootPorts []string
-	actions   map[string]Action
-	log       []string
-	fds       map[string]*os.File
-	netdevs   map[string]*netdev
-	devices   []*device
+	// bootNICs are NICs the VM was started with, without ids: QOM has
+	// them under /machine/peripheral-anon.
+	bootNICs []string
+	actions  map[string]Action
+	log      []string
+	fds      map[string]*os.File
+	netdevs  map[string]*netdev
+	devices  []*device
 }
 
 type netdev struct {
@@ -118,6 +121,14 @@ func (q *QMP) SetGuest(takes, releases bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.driverOK, q.release = takes, releases
+}
+
+// AddBootNIC gives the VM a NIC it was started with (-nic, no id), an
+// e1000 with this MAC.
+func (q *QMP) AddBootNIC(mac string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.bootNICs = append(q.bootNICs, mac)
 }
 
 // SetRootPorts makes the VM a q35 machine with these (empty) PCIe root
@@ -434,6 +445,13 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		return map[string]any{}, nil, nil
 
 	case "qom-list":
+		if str(args, "path") == "/machine/peripheral-anon" {
+			var out []map[string]string
+			for i := range q.bootNICs {
+				out = append(out, map[string]string{"name": fmt.Sprintf("device[%d]", i), "type": "child<e1000>"})
+			}
+			return toAny(out), nil, nil
+		}
 		if str(args, "path") != "/machine/peripheral" {
 			return nil, nil, &qmpError{"DeviceNotFound", fmt.Sprintf("Device '%s' not found", str(args, "path"))}
 		}
@@ -444,6 +462,13 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		return out, nil, nil
 
 	case "qom-get":
+		var boot int
+		if _, err := fmt.Sscanf(str(args, "path"), "/machine/peripheral-anon/device[%d]", &boot); err == nil && boot < len(q.bootNICs) {
+			if str(args, "property") == "mac" {
+				return q.bootNICs[boot], nil, nil
+			}
+			return nil, nil, &qmpError{"GenericError", fmt.Sprintf("Property 'e1000.%s' not found", str(args, "property"))}
+		}
 		id, ok := strings.CutPrefix(str(args, "path"), "/machine/peripheral/")
 		d := q.device(id)
 		if !ok || d == nil {
@@ -643,4 +668,12 @@ func nonNilAny(s []any) []any {
 		return []any{}
 	}
 	return s
+}
+
+func toAny[T any](s []T) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
 }
