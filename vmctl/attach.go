@@ -507,10 +507,13 @@ func emptyBridge(devs []pciDevice) string {
 
 // nicMACs maps the MAC of every NIC of the VM, vmctl's or not, to its QOM
 // path: QEMU lets two NICs have one MAC, which the guest's network would
-// not survive. A device without a mac property is no NIC.
+// not survive. NICs made with -device are peripherals (anonymous without
+// an id), those made with -nic or -net nic are unattached, among the
+// machine's own devices; a device without a mac property is no NIC.
+// (query-rx-filter would be one command, but knows only virtio-net.)
 func nicMACs(ctx context.Context, m *monitor) (map[string]string, error) {
 	out := map[string]string{}
-	for _, dir := range []string{"/machine/peripheral", "/machine/peripheral-anon"} {
+	for _, dir := range []string{"/machine/peripheral", "/machine/peripheral-anon", "/machine/unattached"} {
 		var ps []peripheral
 		if err := m.run(ctx, "qom-list", map[string]any{"path": dir}, nil, &ps); err != nil {
 			if refused(err) {

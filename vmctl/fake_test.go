@@ -267,7 +267,7 @@ func TestFakeAttachDetach(t *testing.T) {
 		q, a := vmctltest.NewQMP(t), lanAPI(t)
 		q.AddBootNIC(mac.String())
 		_, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client()})
-		wantErr(t, err, "already has a NIC with MAC "+mac.String(), "peripheral-anon/device[0]")
+		wantErr(t, err, "already has a NIC with MAC "+mac.String(), "/machine/unattached/device[1]")
 		nothingLeft(t, q, a)
 		if _, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", API: a.Client()}); err != nil {
 			t.Fatalf("a random MAC: %v", err)

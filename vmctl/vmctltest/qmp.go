@@ -53,8 +53,8 @@ type QMP struct {
 	// rootPorts, when set, makes it a q35 machine: its root bus takes no
 	// hot-plugged device, each of these PCIe root ports takes one.
 	rootPorts []string
-	// bootNICs are NICs the VM was started with, without ids: QOM has
-	// them under /machine/peripheral-anon.
+	// bootNICs are NICs the VM was started with (-nic): QOM has them
+	// under /machine/unattached, after a CPU.
 	bootNICs []string
 	actions  map[string]Action
 	log      []string
@@ -123,8 +123,8 @@ func (q *QMP) SetGuest(takes, releases bool) {
 	q.driverOK, q.release = takes, releases
 }
 
-// AddBootNIC gives the VM a NIC it was started with (-nic, no id), an
-// e1000 with this MAC.
+// AddBootNIC gives the VM a NIC it was started with (-nic), an e1000
+// with this MAC.
 func (q *QMP) AddBootNIC(mac string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -445,10 +445,13 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		return map[string]any{}, nil, nil
 
 	case "qom-list":
-		if str(args, "path") == "/machine/peripheral-anon" {
-			var out []map[string]string
+		switch str(args, "path") {
+		case "/machine/peripheral-anon":
+			return []any{}, nil, nil
+		case "/machine/unattached":
+			out := []map[string]string{{"name": "device[0]", "type": "child<qemu64-x86_64-cpu>"}}
 			for i := range q.bootNICs {
-				out = append(out, map[string]string{"name": fmt.Sprintf("device[%d]", i), "type": "child<e1000>"})
+				out = append(out, map[string]string{"name": fmt.Sprintf("device[%d]", i+1), "type": "child<e1000>"})
 			}
 			return toAny(out), nil, nil
 		}
@@ -462,12 +465,12 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		return out, nil, nil
 
 	case "qom-get":
-		var boot int
-		if _, err := fmt.Sscanf(str(args, "path"), "/machine/peripheral-anon/device[%d]", &boot); err == nil && boot < len(q.bootNICs) {
-			if str(args, "property") == "mac" {
-				return q.bootNICs[boot], nil, nil
+		var n int
+		if _, err := fmt.Sscanf(str(args, "path"), "/machine/unattached/device[%d]", &n); err == nil && n <= len(q.bootNICs) {
+			if n == 0 || str(args, "property") != "mac" {
+				return nil, nil, &qmpError{"GenericError", fmt.Sprintf("Property '%s' not found", str(args, "property"))}
 			}
-			return nil, nil, &qmpError{"GenericError", fmt.Sprintf("Property 'e1000.%s' not found", str(args, "property"))}
+			return q.bootNICs[n-1], nil, nil
 		}
 		id, ok := strings.CutPrefix(str(args, "path"), "/machine/peripheral/")
 		d := q.device(id)
