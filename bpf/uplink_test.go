@@ -510,7 +510,8 @@ func TestUplinkFragments(t *testing.T) {
 	dgram := udpDatagram(40000, 4789, vxlanHeader(100, innerFrame("frag")))
 	unknown := udpDatagram(40000, 4789, vxlanHeader(101, innerFrame("frag")))
 	gbp := slices.Clone(dgram)
-	gbp[8] |= 0x80 // the G flag of group-based policy
+	gbp[8] |= 0x80                                // the G flag of group-based policy
+	badSum := func(b []byte) { b[14+10] ^= 0x01 } // the outer IPv4 header checksum
 	first4 := func(id uint16) []byte { return frag4(remote4, vtep4, id, 0x2000, dgram[:48]) }
 	later4 := func(id uint16) []byte { return frag4(remote4, vtep4, id, 48/8, dgram[48:]) }
 	raw4first := metaFor(remote4, 40000, 0, 0, UplinkMetaRawFragment)
@@ -550,6 +551,12 @@ func TestUplinkFragments(t *testing.T) {
 		{name: "its later fragment", pkt: later4(10), out: untouched, stat: "frag_passed"},
 		{name: "first fragment with flags not ours", pkt: frag4(remote4, vtep4, 11, 0x2000, gbp[:48]), out: untouched, stat: "pass_malformed"},
 		{name: "ipv6 first fragment of an unknown vni", pkt: frag6(remote6, vtep6, 12, 0, true, unknown[:48]), out: untouched, stat: "pass_unknown_vni"},
+		// Outer headers the host would refuse: the fragment goes to it.
+		{name: "first fragment, bad header checksum", pkt: mutate(first4(13), badSum), out: untouched, stat: "pass_malformed"},
+		{name: "its later fragment", pkt: later4(13), out: untouched, stat: "frag_passed"},
+		{name: "first fragment of vxlan again", pkt: first4(14), out: rawFrag, stat: "frag_redirected", meta: raw4first},
+		{name: "later fragment, bad header checksum", pkt: mutate(later4(14), badSum), out: untouched, stat: "pass_malformed"},
+		{name: "first fragment from a multicast source", pkt: frag4(netip.MustParseAddr("224.0.0.9"), vtep4, 15, 0x2000, dgram[:48]), out: untouched, stat: "pass_malformed"},
 	}
 	for _, c := range steps {
 		t.Run(c.name, func(t *testing.T) { checkCase(t, u, c) })

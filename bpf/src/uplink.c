@@ -463,6 +463,13 @@ static __always_inline int decap(struct xdp_md *ctx, struct outer *o, __u32 inne
 	return action;
 }
 
+// outer_ok applies the host's checks of the outer headers that the switch
+// would skip: a unicast source, and for IPv4 the header checksum.
+static __always_inline int outer_ok(struct xdp_md *ctx, struct outer *o)
+{
+	return unicast_source(o) && (o->ipv6 || ipv4_checksum_ok(ctx, o->l3off, o->l4off - o->l3off));
+}
+
 // vxlan_network checks a VXLAN header and finds the switch's network for
 // its VNI; NULL, with the stat to count, when the datagram is not ours.
 static __always_inline __u32 *vxlan_network(struct vxlan_hdr *vx, __u32 *vni, __u32 *stat)
@@ -520,6 +527,8 @@ int xdp_uplink(struct xdp_md *ctx)
 	if (o.frag == FRAG_LATER) {
 		if (!is_local(&o.dst))
 			return pass(UPLINK_STAT_PASS_NOT_LOCAL);
+		if (!outer_ok(ctx, &o))
+			return pass(UPLINK_STAT_PASS_MALFORMED);
 		return later_fragment(ctx, &o);
 	}
 	if (o.l4proto != IPPROTO_UDP) {
@@ -541,6 +550,13 @@ int xdp_uplink(struct xdp_md *ctx)
 	}
 	if (!is_local(&o.dst))
 		return pass(UPLINK_STAT_PASS_NOT_LOCAL);
+	// Stripped or reassembled, it skips the host's checks of the outer
+	// headers.
+	if (!outer_ok(ctx, &o)) {
+		if (o.frag == FRAG_FIRST)
+			forget_fragment(&o);
+		return pass(UPLINK_STAT_PASS_MALFORMED);
+	}
 	vx = (void *)(udp + 1);
 	if (o.frag == FRAG_FIRST) {
 		// A first fragment with a VXLAN header that is not ours goes to
@@ -561,9 +577,6 @@ int xdp_uplink(struct xdp_md *ctx)
 	if (ulen < sizeof(*udp) + VXLAN_HLEN + ETH_HLEN || ulen > o.l4len)
 		return pass(UPLINK_STAT_PASS_MALFORMED);
 	if ((void *)(vx + 1) > end)
-		return pass(UPLINK_STAT_PASS_MALFORMED);
-	// Decapsulated, it skips the host's checks of the outer headers.
-	if (!unicast_source(&o) || (!o.ipv6 && !ipv4_checksum_ok(ctx, o.l3off, o.l4off - o.l3off)))
 		return pass(UPLINK_STAT_PASS_MALFORMED);
 	network = vxlan_network(vx, &vni, &stat);
 	if (!network)
