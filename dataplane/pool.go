@@ -30,10 +30,14 @@ type framePool struct {
 	free      []uint64 // stack of chunk base addresses
 	state     []frameState
 	owner     []uint32 // port id of the socket holding a fill or tx frame
-	// settling are the frames of closed zero-copy sockets, free again
-	// from settleAt on (see reclaim).
-	settling []uint64
-	settleAt int64
+	// settling are the frames of closed zero-copy sockets, oldest first,
+	// each free again from its time on (see reclaim).
+	settling []settlingFrame
+}
+
+type settlingFrame struct {
+	addr uint64
+	at   int64
 }
 
 func newFramePool(u *afxdp.Umem) *framePool {
@@ -126,7 +130,7 @@ func (p *framePool) reclaim(port uint32, settleAt int64) int {
 			addr := uint64(i) * p.frameSize
 			if settleAt != 0 {
 				p.state[i] = frameSettling
-				p.settling = append(p.settling, addr)
+				p.settling = append(p.settling, settlingFrame{addr, settleAt})
 			} else {
 				p.state[i] = frameFree
 				p.free = append(p.free, addr)
@@ -134,22 +138,21 @@ func (p *framePool) reclaim(port uint32, settleAt int64) int {
 			n++
 		}
 	}
-	if settleAt != 0 {
-		p.settleAt = max(p.settleAt, settleAt)
-	}
 	return n
 }
 
-// settle frees the settling frames once their time has come.
+// settle frees the settling frames whose time has come. Each removal
+// gives its frames a later time than the ones before, so they are a
+// prefix.
 func (p *framePool) settle(now int64) {
-	if len(p.settling) == 0 || now < p.settleAt {
-		return
-	}
-	for _, addr := range p.settling {
+	n := 0
+	for n < len(p.settling) && p.settling[n].at <= now {
+		addr := p.settling[n].addr
 		p.state[addr/p.frameSize] = frameFree
 		p.free = append(p.free, addr)
+		n++
 	}
-	p.settling = p.settling[:0]
+	p.settling = append(p.settling[:0], p.settling[n:]...)
 }
 
 // FrameAccount is where one loop's frames are, for the accounting check.
@@ -199,9 +202,9 @@ func (p *framePool) check(held map[uint32][2]int, tracked []uint64) (FrameAccoun
 	if settling != len(p.settling) {
 		return a, fmt.Errorf("%d frames are marked settling, the list has %d", settling, len(p.settling))
 	}
-	for _, addr := range p.settling {
-		if i := p.index(addr); i < 0 || p.state[i] != frameSettling {
-			return a, fmt.Errorf("settling list holds %#x, which is not marked settling", addr)
+	for _, f := range p.settling {
+		if i := p.index(f.addr); i < 0 || p.state[i] != frameSettling {
+			return a, fmt.Errorf("settling list holds %#x, which is not marked settling", f.addr)
 		}
 	}
 	if a.Held != len(tracked) {

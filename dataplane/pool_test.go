@@ -12,8 +12,9 @@ func testPool(n int) *framePool {
 }
 
 // TestReclaimSettles: the frames of a closed zero-copy socket are not
-// handed out again before their time, and are free after it; a copy-mode
-// socket's are free at once. The accounting holds throughout.
+// handed out again before their time, and are free after it, each
+// socket's on its own time; a copy-mode socket's are free at once. The
+// accounting holds throughout.
 func TestReclaimSettles(t *testing.T) {
 	const total = 16
 	p := testPool(total)
@@ -33,25 +34,28 @@ func TestReclaimSettles(t *testing.T) {
 			t.Fatalf("frames %+v, %v; want %d free, %d in fill", a, err, wantFree, wantFill)
 		}
 	}
-	zc, copied := lend(1, 4), lend(2, 3)
-	account(map[uint32][2]int{1: {4, 0}, 2: {3, 0}}, total-7, 7)
+	zc1, copied, zc3 := lend(1, 4), lend(2, 3), lend(3, 2)
+	account(map[uint32][2]int{1: {4, 0}, 2: {3, 0}, 3: {2, 0}}, total-9, 9)
 
-	if n := p.reclaim(1, 100); n != 4 {
-		t.Fatalf("reclaimed %d frames of the zero-copy socket, want 4", n)
+	for _, r := range []struct {
+		port     uint32
+		settleAt int64
+		want     int
+	}{{1, 100, 4}, {2, 0, 3}, {3, 200, 2}} {
+		if n := p.reclaim(r.port, r.settleAt); n != r.want {
+			t.Fatalf("reclaimed %d frames of port %d, want %d", n, r.port, r.want)
+		}
 	}
-	if n := p.reclaim(2, 0); n != 3 {
-		t.Fatalf("reclaimed %d frames of the copy-mode socket, want 3", n)
-	}
-	account(nil, total-4, 4)
+	account(nil, total-6, 6)
 	p.settle(99)
-	account(nil, total-4, 4)
+	account(nil, total-6, 6)
 	var got []uint64
 	for {
 		addr, ok := p.alloc()
 		if !ok {
 			break
 		}
-		if zc[addr] {
+		if zc1[addr] || zc3[addr] {
 			t.Fatalf("frame %#x handed out while it settles", addr)
 		}
 		got = append(got, addr)
@@ -62,12 +66,15 @@ func TestReclaimSettles(t *testing.T) {
 			back++
 		}
 	}
-	if len(got) != total-4 || back != len(copied) {
-		t.Errorf("handed out %d frames, %d of the copy-mode socket's; want %d, all %d of them", len(got), back, total-4, len(copied))
+	if len(got) != total-6 || back != len(copied) {
+		t.Errorf("handed out %d frames, %d of the copy-mode socket's; want %d, all %d of them", len(got), back, total-6, len(copied))
 	}
 	for _, addr := range got {
 		p.release(addr)
 	}
-	p.settle(100)
+	// A later removal does not hold back the frames of an earlier one.
+	p.settle(150)
+	account(nil, total-2, 2)
+	p.settle(200)
 	account(nil, total, 0)
 }
