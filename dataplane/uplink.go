@@ -98,7 +98,15 @@ func (s *Switch) SetVXLAN(network string, vni uint32, remotes []netip.Addr) erro
 		}
 	}
 	if err := s.uplinkProg.SetVNI(vni, n.id); err != nil {
-		return err // without a tunnel the network can still be removed
+		// Undone in the loops too, so that the network can be removed
+		// and the VNI taken by another.
+		for _, l := range s.loops {
+			_ = l.do(func() {
+				l.net(n).tunnel = nil
+				l.netByID[n.id] = nil
+			})
+		}
+		return err
 	}
 	n.tunnel = t
 	s.log.Info("VXLAN", "network", network, "vni", vni, "remotes", remotes)
