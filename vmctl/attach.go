@@ -253,15 +253,21 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 	}
 	err = m.run(ctx, "device_add", dev, nil, nil)
 	if o.Bus == "" && noHotplug(err) {
-		switch bus, ferr := freeBus(ctx, m); {
+		buses, ferr := freeBuses(ctx, m)
+		switch {
 		case ferr != nil:
 			err = ferr
-		case bus == "":
+		case len(buses) == 0:
 			err = fmt.Errorf("%w (a q35 machine, with no empty PCIe root port for the NIC: start the VM with one per NIC to attach, -device pcie-root-port,id=rp1,chassis=1, or name a bus with --bus)", err)
-		default:
-			logf("QEMU's root bus takes no hot-plugged device; the NIC goes on %s", bus)
+		}
+		// A root port the guest's firmware has not numbered yet looks
+		// empty whatever it holds: on a refusal the next one is tried.
+		for _, bus := range buses {
+			logf("QEMU's root bus takes no hot-plugged device; trying %s", bus)
 			dev["bus"] = bus
-			err = m.run(ctx, "device_add", dev, nil, nil)
+			if err = m.run(ctx, "device_add", dev, nil, nil); !refused(err) {
+				break
+			}
 		}
 	}
 	if !refused(err) {
@@ -472,37 +478,34 @@ type pciDevice struct {
 	} `json:"pci_bridge"`
 }
 
-// freeBus finds a bus for one more NIC: the first bridge (a PCIe root
-// port, on q35) that has an id to name it by and nothing behind it; ""
-// when there is none.
-func freeBus(ctx context.Context, m *monitor) (string, error) {
+// freeBuses lists the buses that may take one more NIC: the bridges (PCIe
+// root ports, on q35) that have an id to name them by and nothing behind
+// them, as far as query-pci can tell.
+func freeBuses(ctx context.Context, m *monitor) ([]string, error) {
 	var buses []struct {
 		Devices []pciDevice `json:"devices"`
 	}
 	if err := m.run(ctx, "query-pci", nil, nil, &buses); err != nil {
-		return "", err
+		return nil, err
 	}
+	var out []string
 	for _, b := range buses {
-		if id := emptyBridge(b.Devices); id != "" {
-			return id, nil
-		}
+		out = emptyBridges(b.Devices, out)
 	}
-	return "", nil
+	return out, nil
 }
 
-func emptyBridge(devs []pciDevice) string {
+func emptyBridges(devs []pciDevice, out []string) []string {
 	for _, d := range devs {
 		if d.Bridge == nil {
 			continue
 		}
 		if len(d.Bridge.Devices) == 0 && d.QdevID != "" {
-			return d.QdevID
+			out = append(out, d.QdevID)
 		}
-		if id := emptyBridge(d.Bridge.Devices); id != "" {
-			return id
-		}
+		out = emptyBridges(d.Bridge.Devices, out)
 	}
-	return ""
+	return out
 }
 
 // nicMACs maps the MAC of every NIC of the VM, vmctl's or not, to its QOM

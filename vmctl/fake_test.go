@@ -250,8 +250,21 @@ func TestFakeAttachDetach(t *testing.T) {
 		if len(q.Devices()) != 2 || len(q.Netdevs()) != 2 || len(a.Ports()) != 2 {
 			t.Errorf("the failed attach left devices %q, netdevs %q, ports %v", q.Devices(), q.Netdevs(), a.Ports())
 		}
+		// A root port that query-pci shows empty although it holds a NIC
+		// (its bus not numbered yet) refuses, and the next one is tried.
+		if _, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, MAC: macs[1], API: a.Client()}); err != nil {
+			t.Fatal(err)
+		}
+		q.SetUnnumbered("rp1")
+		att, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: macs[1], API: a.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bus := q.Device(att.Device)["bus"]; bus != "rp2" {
+			t.Errorf("NIC on bus %v, want rp2, past rp1 that looked empty", bus)
+		}
 		// A bus named by the caller is taken as it is.
-		_, err := Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client(), Bus: "rp9"})
+		_, err = Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client(), Bus: "rp9"})
 		wantErr(t, err, "device_add", "Bus 'rp9' not found")
 		for _, m := range macs[:2] {
 			if _, err := Detach(ctx, DetachOptions{QMPSocket: q.Socket, MAC: m, API: a.Client()}); err != nil {

@@ -53,6 +53,9 @@ type QMP struct {
 	// rootPorts, when set, makes it a q35 machine: its root bus takes no
 	// hot-plugged device, each of these PCIe root ports takes one.
 	rootPorts []string
+	// unnumbered root ports hide what they hold from query-pci, as before
+	// the guest's firmware gives them a bus number.
+	unnumbered []string
 	// bootNICs are NICs the VM was started with (-nic): QOM has them
 	// under /machine/unattached, after a CPU.
 	bootNICs []string
@@ -137,6 +140,14 @@ func (q *QMP) SetRootPorts(ids ...string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.rootPorts = ids
+}
+
+// SetUnnumbered makes query-pci show these root ports empty, whatever
+// they hold, as QEMU does before the guest's firmware numbers their buses.
+func (q *QMP) SetUnnumbered(ids ...string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.unnumbered = ids
 }
 
 // SetNoisy makes an unrelated event precede every answer, the greeting's
@@ -568,7 +579,7 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		for i, rp := range q.rootPorts {
 			var below []any
 			for _, d := range q.devices {
-				if str(d.props, "bus") == rp {
+				if str(d.props, "bus") == rp && !slices.Contains(q.unnumbered, rp) {
 					below = append(below, map[string]any{"bus": i + 1, "slot": 0, "function": 0,
 						"class_info": map[string]any{"class": 512, "desc": "Ethernet controller"}, "qdev_id": d.id})
 				}
@@ -600,7 +611,7 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 			}
 			for _, d := range q.devices {
 				if str(d.props, "bus") == bus {
-					return generic("Bus '%s' does not support hotplugging", bus)
+					return generic("PCI: slot 0 function 0 not available for virtio-net-pci, in use by %s", d.id)
 				}
 			}
 		}
