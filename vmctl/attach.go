@@ -262,12 +262,17 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 		}
 		// A root port the guest's firmware has not numbered yet looks
 		// empty whatever it holds: on a refusal the next one is tried.
+		// The NIC takes slot 0, the only one a root port's guest sees;
+		// QEMU would put it in another beside a device already there.
 		for _, bus := range buses {
 			logf("QEMU's root bus takes no hot-plugged device; trying %s", bus)
-			dev["bus"] = bus
+			dev["bus"], dev["addr"] = bus, "0"
 			if err = m.run(ctx, "device_add", dev, nil, nil); !refused(err) {
 				break
 			}
+		}
+		if len(buses) > 0 && refused(err) {
+			err = fmt.Errorf("%w (no PCIe root port took the NIC: start the VM with one per NIC to attach, or name a bus with --bus)", err)
 		}
 	}
 	if !refused(err) {

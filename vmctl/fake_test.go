@@ -242,10 +242,10 @@ func TestFakeAttachDetach(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			buses = append(buses, fmt.Sprint(q.Device(att.Device)["bus"]))
+			buses = append(buses, fmt.Sprint(q.Device(att.Device)["bus"], ".", q.Device(att.Device)["addr"]))
 		}
-		if !slices.Equal(buses, []string{"rp1", "rp2"}) {
-			t.Errorf("NICs on buses %q, want rp1 and rp2", buses)
+		if !slices.Equal(buses, []string{"rp1.0", "rp2.0"}) {
+			t.Errorf("NICs on buses and slots %q, want rp1 and rp2, slot 0", buses)
 		}
 		if len(q.Devices()) != 2 || len(q.Netdevs()) != 2 || len(a.Ports()) != 2 {
 			t.Errorf("the failed attach left devices %q, netdevs %q, ports %v", q.Devices(), q.Netdevs(), a.Ports())
@@ -263,6 +263,8 @@ func TestFakeAttachDetach(t *testing.T) {
 		if bus := q.Device(att.Device)["bus"]; bus != "rp2" {
 			t.Errorf("NIC on bus %v, want rp2, past rp1 that looked empty", bus)
 		}
+		_, err = Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: macs[2], API: a.Client()})
+		wantErr(t, err, "not available", "no PCIe root port took the NIC")
 		// A bus named by the caller is taken as it is.
 		_, err = Attach(ctx, AttachOptions{QMPSocket: q.Socket, Network: "lan", MAC: mac, API: a.Client(), Bus: "rp9"})
 		wantErr(t, err, "device_add", "Bus 'rp9' not found")
