@@ -49,7 +49,7 @@ type AttachOptions struct {
 	Queues int
 	// Bus is the PCI bus the NIC goes on (a PCIe root port's id, say).
 	// Empty lets QEMU choose, and where its root bus takes no hot-plugged
-	// device (a q35 machine) the first empty hotplug bus is taken.
+	// device (a q35 machine) the empty root ports are tried in turn.
 	Bus string
 	// API is the daemon's API.
 	API *api.Client

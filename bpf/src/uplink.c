@@ -356,7 +356,8 @@ static __always_inline int write_meta(struct xdp_md *ctx, struct outer *o, __u8 
 // frag_timeout_ns, the reassembly timeout, so an id reused long after
 // cannot steal host traffic; a first fragment that is not VXLAN, or not
 // for a VNI the switch serves, erases the record of its key at once and
-// goes to the host with the rest of its datagram. LRU eviction bounds the memory.
+// goes to the host with the rest of its datagram. LRU eviction bounds the
+// memory.
 
 static __always_inline void frag_key(struct uplink_frag_key *k, struct outer *o)
 {
