@@ -460,11 +460,11 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 		case "/machine/peripheral-anon":
 			return []any{}, nil, nil
 		case "/machine/unattached":
-			out := []map[string]string{{"name": "device[0]", "type": "child<qemu64-x86_64-cpu>"}}
+			out := []any{map[string]string{"name": "device[0]", "type": "child<qemu64-x86_64-cpu>"}}
 			for i := range q.bootNICs {
 				out = append(out, map[string]string{"name": fmt.Sprintf("device[%d]", i+1), "type": "child<e1000>"})
 			}
-			return toAny(out), nil, nil
+			return out, nil, nil
 		}
 		if str(args, "path") != "/machine/peripheral" {
 			return nil, nil, &qmpError{"DeviceNotFound", fmt.Sprintf("Device '%s' not found", str(args, "path"))}
@@ -586,9 +586,9 @@ func (q *QMP) do(req request, pending *[]*os.File) (ret any, events []any, qerr 
 			}
 			devs = append(devs, map[string]any{"bus": 0, "slot": 1, "function": i, "qdev_id": rp,
 				"class_info": map[string]any{"class": 1540, "desc": "PCI bridge"},
-				"pci_bridge": map[string]any{"bus": map[string]any{"number": i + 1}, "devices": nonNilAny(below)}})
+				"pci_bridge": map[string]any{"bus": map[string]any{"number": i + 1}, "devices": nonNil(below)}})
 		}
-		return []any{map[string]any{"bus": 0, "devices": nonNilAny(devs)}}, nil, nil
+		return []any{map[string]any{"bus": 0, "devices": nonNil(devs)}}, nil, nil
 
 	case "device_add":
 		id := str(args, "id")
@@ -675,19 +675,4 @@ func (q *QMP) freeNetdev(id string) {
 		f.Close()
 	}
 	delete(q.netdevs, id)
-}
-
-func nonNilAny(s []any) []any {
-	if s == nil {
-		return []any{}
-	}
-	return s
-}
-
-func toAny[T any](s []T) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
 }
