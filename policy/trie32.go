@@ -97,11 +97,15 @@ func find32x4(nodes []uint32, kv []uint64, a, b, c, d *trie32, ka, kb, kc, kd ui
 	if (ea&(ea<<1)|eb&(eb<<1)|ec&(ec<<1)|ed&(ed<<1))&nodeBit != 0 { // rare: deeper than usual
 		ea, eb, ec, ed = deeper32(nodes, ea, ka), deeper32(nodes, eb, kb), deeper32(nodes, ec, kc), deeper32(nodes, ed, kd)
 	}
+	// The address tries' leaves inline: a call would cost more than the
+	// leaf. Port tries seldom have leaves.
 	if a.leaves {
-		ea = leaf32(kv, ea, ka)
+		r := leafRun(kv, ea)
+		ea = leafPick(r, ea, leafCount(r, ka))
 	}
 	if b.leaves {
-		eb = leaf32(kv, eb, kb)
+		r := leafRun(kv, eb)
+		eb = leafPick(r, eb, leafCount(r, kb))
 	}
 	if c.leaves {
 		ec = leaf32(kv, ec, kc)
@@ -116,16 +120,31 @@ func find32x4(nodes []uint32, kv []uint64, a, b, c, d *trie32, ka, kb, kc, kd ui
 // the dummy at 0 for it): lookups that end in a value or in a leaf take
 // the same instructions, and random keys cost no mispredicted branch.
 func leaf32(kv []uint64, e, k uint32) uint32 {
-	m := uint32(int32(e) >> 31) // all ones for a leaf
-	o := e & leaf32Off & m
-	b := (*[leafKeys + 1]uint64)(kv[o : o+leafKeys+1])
-	// Count the boundaries at or below the key: b - kk1 is negative when
-	// the boundary is, whatever the value bits. A term for each of the
-	// leafKeys boundaries.
+	r := leafRun(kv, e)
+	return leafPick(r, e, leafCount(r, k))
+}
+
+// leafRun is the boundaries of leaf e, or the dummy's for a value.
+func leafRun(kv []uint64, e uint32) *[leafKeys + 1]uint64 {
+	o := e & leaf32Off & uint32(int32(e)>>31)
+	return (*[leafKeys + 1]uint64)(kv[o : o+leafKeys+1])
+}
+
+// leafCount counts the boundaries of a run at or below key k: b - kk1 is
+// negative when the boundary is, whatever the value bits. A term for each
+// of the leafKeys boundaries.
+func leafCount(b *[leafKeys + 1]uint64, k uint32) uint64 {
 	kk1 := (uint64(k) + 1) << 31
-	c := (b[0]-kk1)>>63 + (b[1]-kk1)>>63 + (b[2]-kk1)>>63 + (b[3]-kk1)>>63 +
+	return (b[0]-kk1)>>63 + (b[1]-kk1)>>63 + (b[2]-kk1)>>63 + (b[3]-kk1)>>63 +
 		(b[4]-kk1)>>63
-	_ = [1]int{}[leafKeys-5] // the terms above
+}
+
+var _ = [1]int{}[leafKeys-5] // the terms of leafCount
+
+// leafPick is entry e resolved: the value after the boundaries that a key
+// is at or above, c of them, if e is a leaf; e itself if a value.
+func leafPick(b *[leafKeys + 1]uint64, e uint32, c uint64) uint32 {
+	m := uint32(int32(e) >> 31) // all ones for a leaf
 	return e ^ (e^uint32(b[min(c, leafKeys)])&(1<<31-1))&m
 }
 
