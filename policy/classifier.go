@@ -19,12 +19,15 @@ type Classifier struct {
 	// compares rule order.
 	rec   []uint32
 	recAt []uint32
-	// actions has a bit for each rule that denies, complete one for each
-	// rule that its index and its filter (see below) check entirely: the
-	// result of a lookup needs no record, and most candidates neither.
-	actions, complete []uint64
-	rules             int
-	deflt             Action
+	// actions has a bit for each rule that denies: a lookup's result
+	// needs no record.
+	actions []uint64
+	// quick holds, for each rule, the fields that neither its index nor
+	// its filter check, in a form a few instructions check (see quick4):
+	// most candidates need no record either.
+	quick []quick4
+	rules int
+	deflt Action
 
 	// first is, per packet direction and protocol, the first rule that
 	// names nothing but a direction and a protocol: it matches every
@@ -75,23 +78,43 @@ func (c *Classifier) Gen() uint32 {
 
 type portTries struct{ src, dst trie32 }
 
+// quick4 holds what is left to check of a candidate once its index and
+// its filter have passed it, if that is at most one IPv4 prefix for each
+// address and one destination port range, as it is for most rules: one
+// load and a few operations without a branch on the rule's shape, where
+// the record takes two dependent loads and a dozen branches. A rule with
+// more left to check (IPv6 prefixes, lists, source ports, a protocol
+// without a class) has record set, and its record decides.
+//
+// A field the rule leaves to the index, or leaves out, is "any": mask 0,
+// or the ports 0 to 65535. Packets without ports never get this far for a
+// rule that names ports: the filter stops them.
+type quick4 struct {
+	src, srcMask, dst, dstMask uint32
+	dport                      uint32 // first port<<16 | last port - first port
+	record                     uint32 // 1: check the record instead
+}
+
 const noRule = math.MaxUint32
 
 // A trie's value is 0 (no candidate), a candidate with oneBit set (the
 // only one), or the offset of a list in cand. A candidate is a rule's
-// number and, above it, a filter: the rule's directions, families and
-// protocol class, which rejects most candidates without loading their
-// records.
+// number and, above it, a filter: the rule's directions, families,
+// protocol class and whether it names ports, which rejects most
+// candidates without loading anything of theirs.
 //
 //	filter<<recBits | rule
 //
 // The filter is the record's dirs and fams (its flags' five low bits),
-// and the rule's protocol class<<5: 0 for any protocol, protoOther for
-// one without a class of its own (the record decides), else the class.
+// the rule's protocol class<<5: 0 for any protocol, protoOther for one
+// without a class of its own (the record decides), else the class; and
+// filterPortless if the rule names no ports, which a packet without ports
+// needs.
 const (
-	recBits    = 20
-	recMask    = 1<<recBits - 1
-	protoOther = 15
+	recBits        = 20
+	recMask        = 1<<recBits - 1
+	protoOther     = 15
+	filterPortless = 1 << 9
 )
 
 // protoClass numbers the protocols rules usually name, for the filter.
@@ -111,12 +134,16 @@ func filter(flags uint32) uint32 {
 	if flags&flagAnyProto == 0 {
 		pc = uint32(protoClass[flags>>16&0xff])
 	}
-	return flags&(dirsAll|famBoth<<3) | pc<<5
+	f := flags&(dirsAll|famBoth<<3) | pc<<5
+	if flags&flagPortless != 0 {
+		f |= filterPortless
+	}
+	return f
 }
 
 // sieve is what a packet's candidates must pass: need are the bits the
-// filter must have (the packet's direction and family), acc the protocol
-// classes it accepts.
+// filter must have (the packet's direction and family, and filterPortless
+// if it has no ports), acc the protocol classes it accepts.
 type sieve struct{ need, acc uint32 }
 
 func (s sieve) pass(cand uint32) bool {
@@ -124,19 +151,11 @@ func (s sieve) pass(cand uint32) bool {
 	return f&s.need == s.need && s.acc>>(f>>5&15)&1 != 0
 }
 
-// keep is the candidate's rule if ok (0 or 1) and it passes the sieve,
-// else noRule; without a branch.
-func (s sieve) keep(cand, ok uint32) uint32 {
-	f := cand >> recBits
-	miss := f&s.need ^ s.need // the bits missing, a few
-	ok &= s.acc >> (f >> 5 & 15) & ((miss - 1) >> 31)
-	return noRule ^ (noRule^cand&recMask)&-ok
-}
-
 // A rule's record:
 //
 //	0: flags: dirs (3 bits), fams<<3 (2 bits), action<<5, anyProto<<6,
-//	   srcAny<<7, dstAny<<8, skipSport<<9, skipDport<<10, proto<<16
+//	   srcAny<<7, dstAny<<8, skipSport<<9, skipDport<<10, portless<<11,
+//	   proto<<16
 //	1: IPv4 source prefixes | IPv4 destination prefixes<<16
 //	2: IPv6 source prefixes | IPv6 destination prefixes<<16
 //	3: source port ranges | destination port ranges<<16
@@ -160,6 +179,7 @@ const (
 	flagDstAny   = 1 << 8
 	flagSkipSp   = 1 << 9
 	flagSkipDp   = 1 << 10
+	flagPortless = 1 << 11 // the rule names no ports
 
 	words4 = 2
 	words6 = 5
@@ -303,73 +323,74 @@ func (c *Classifier) find6(pt *portTries, dhi, dlo, shi, slo uint64, dp, sp uint
 	return ea, eb, ec, ed
 }
 
-// candidates checks the candidates of four trie values in rule order,
-// up to the best match so far: the first of each value that passes the
-// sieve, the smallest of those first, and when one fails the check of
-// its record, the next of its value in its place.
+// probe is a packet as its candidates see it.
+type probe struct {
+	sv sieve
+	// The addresses, if IPv4, and the destination port, as quick4 takes
+	// them.
+	src, dst, dport uint32
+	p               *Packet
+	dir             Direction
+}
+
+// candidates is the first rule before best among the candidates of the
+// four trie values that matches p, else best. The first rule that matches
+// a packet is the first that matches in the list of the field it is
+// indexed by, so it is the smallest of the four lists' first matches;
+// each list is searched only below the matches found before it.
 func (c *Classifier) candidates(vd, vs, vdp, vsp, best uint32, p *Packet, dir Direction) uint32 {
+	pr := probe{p: p, dir: dir, dport: uint32(p.DstPort)}
 	fam := uint32(fam4 << 3)
 	if p.IPv6 {
 		fam = fam6 << 3
 	}
-	sv := sieve{need: 1<<dir | fam, acc: 1 | 1<<protoClass[p.Proto] | 1<<protoOther}
-	r0, r1, r2, r3 := sv.keep(vd, vd>>30&1), sv.keep(vs, vs>>30&1), sv.keep(vdp, vdp>>30&1), sv.keep(vsp, vsp>>30&1)
-	if isList(vd) {
-		r0 = c.scan(vd, 0, sv)
+	pr.sv = sieve{need: 1<<dir | fam, acc: 1 | 1<<protoClass[p.Proto] | 1<<protoOther}
+	if p.NoPorts {
+		pr.sv.need |= filterPortless
 	}
-	if isList(vs) {
-		r1 = c.scan(vs, 0, sv)
+	// An IPv6 packet meets only quick4s without prefixes: any prefix
+	// in one makes its rule IPv4 only.
+	pr.src, pr.dst = binary.BigEndian.Uint32(p.Src[:4]), binary.BigEndian.Uint32(p.Dst[:4])
+	for _, v := range [...]uint32{vd, vs, vdp, vsp} {
+		switch {
+		case v&oneBit != 0: // a single candidate, the most common
+			if r := v & recMask; r < best && pr.sv.pass(v) && c.holds(r, &pr) {
+				best = r
+			}
+		case v != 0:
+			best = c.firstIn(v, best, &pr)
+		}
 	}
-	if isList(vdp) {
-		r2 = c.scan(vdp, 0, sv)
-	}
-	if isList(vsp) {
-		r3 = c.scan(vsp, 0, sv)
-	}
-	for {
-		r := min(r0, r1, r2, r3)
+	return best
+}
+
+// firstIn is the first candidate in list v before rule best that matches,
+// else best.
+func (c *Classifier) firstIn(v, best uint32, pr *probe) uint32 {
+	for _, e := range c.cand[v+1 : v+1+c.cand[v]] {
+		r := e & recMask
 		if r >= best {
-			return best
+			break
 		}
-		if c.complete[r>>6]>>(r&63)&1 != 0 || c.matches(r, p, dir) {
-			return r
-		}
-		// The next candidate of the value r came from.
-		switch r {
-		case r0:
-			r0 = c.after(vd, r, sv)
-		case r1:
-			r1 = c.after(vs, r, sv)
-		case r2:
-			r2 = c.after(vdp, r, sv)
-		default:
-			r3 = c.after(vsp, r, sv)
-		}
-	}
-}
-
-// isList tells whether a trie value is a list: 1 <= v < oneBit.
-func isList(v uint32) bool { return v-1 < oneBit-1 }
-
-// after is the candidate of a trie value after rule r that passes the
-// sieve, or noRule.
-func (c *Classifier) after(v, r uint32, sv sieve) uint32 {
-	if isList(v) {
-		return c.scan(v, r+1, sv)
-	}
-	return noRule
-}
-
-// scan is the first candidate of the list at v from rule from on that
-// passes the sieve, or noRule.
-func (c *Classifier) scan(v, from uint32, sv sieve) uint32 {
-	n := c.cand[v]
-	for _, e := range c.cand[v+1 : v+1+n] {
-		if r := e & recMask; r >= from && sv.pass(e) {
+		if pr.sv.pass(e) && c.holds(r, pr) {
 			return r
 		}
 	}
-	return noRule
+	return best
+}
+
+// holds checks a candidate that passed the sieve against the fields that
+// its index and the sieve did not check.
+func (c *Classifier) holds(r uint32, pr *probe) bool {
+	if q := &c.quick[r]; q.record == 0 {
+		return pr.in(q)
+	}
+	return c.matches(r, pr.p, pr.dir)
+}
+
+// in checks a quick4 that is not a record's.
+func (pr *probe) in(q *quick4) bool {
+	return pr.src&q.srcMask == q.src && pr.dst&q.dstMask == q.dst && pr.dport-q.dport>>16 <= q.dport&0xffff
 }
 
 // matches checks the fields of rule r but the one it is indexed by.

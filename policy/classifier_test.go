@@ -189,6 +189,56 @@ func TestPortRanges(t *testing.T) {
 	check(t, rs, cases{{p, -1}})
 }
 
+// TestQuick checks the rules whose candidates are checked from a quick4,
+// and those that need their record: both must give the reference's
+// answer, field by field, for both families and for packets without
+// ports.
+func TestQuick(t *testing.T) {
+	rs := Ruleset{Rules: []Rule{
+		// Quick: one prefix each way and a port range.
+		{Action: Deny, Proto: ProtoTCP, Src: pfx("10.1.0.0/16"), Dst: pfx("192.168.1.0/24"), DstPorts: ports("443-444")},
+		// Quick: no ports, so packets without ports may match.
+		{Action: Deny, Proto: ProtoUDP, Src: pfx("10.2.0.0/16"), Dst: pfx("192.168.2.0/24")},
+		// Record: an IPv6 prefix beside the IPv4 one, in both fields.
+		{Action: Deny, Proto: ProtoTCP, Src: pfx("10.3.0.0/16", "fd03::/16"), Dst: pfx("192.168.3.0/24", "fd33::/64")},
+		// Record: source ports that no index checks.
+		{Action: Deny, Proto: ProtoTCP, Dst: pfx("192.168.4.4/32"), SrcPorts: ports("1000-2000")},
+		// Record: a protocol the filter cannot tell.
+		{Action: Deny, Proto: 99, Src: pfx("10.5.0.0/16"), Dst: pfx("192.168.5.0/24")},
+	}}
+	c := mustCompile(t, rs)
+	for i, want := range []uint32{0, 0, 1, 1, 1} {
+		if got := c.quick[i].record; got != want {
+			t.Errorf("rule %d: quick4 record = %d, want %d", i, got, want)
+		}
+	}
+	noPorts := func(p *Packet) *Packet { p.NoPorts = true; return p }
+	check(t, rs, cases{
+		{pkt(In, ProtoTCP, "10.1.2.3", 5000, "192.168.1.9", 443), 0},
+		{pkt(In, ProtoTCP, "10.1.2.3", 5000, "192.168.1.9", 444), 0},
+		{pkt(In, ProtoTCP, "10.1.2.3", 5000, "192.168.1.9", 442), -1},
+		{pkt(In, ProtoTCP, "10.1.2.3", 5000, "192.168.1.9", 445), -1},
+		{pkt(In, ProtoTCP, "10.9.2.3", 5000, "192.168.1.9", 443), -1},
+		{pkt(In, ProtoTCP, "10.1.2.3", 5000, "192.168.9.9", 443), -1},
+		{pkt(In, ProtoUDP, "10.1.2.3", 5000, "192.168.1.9", 443), -1},
+		{noPorts(pkt(In, ProtoTCP, "10.1.2.3", 0, "192.168.1.9", 443)), -1},
+		{pkt(In, ProtoUDP, "10.2.2.3", 53, "192.168.2.9", 53), 1},
+		{noPorts(pkt(In, ProtoUDP, "10.2.2.3", 0, "192.168.2.9", 0)), 1},
+		{pkt(In, ProtoUDP, "10.2.2.3", 53, "192.168.3.9", 53), -1},
+		{pkt(In, ProtoTCP, "10.3.2.3", 5000, "192.168.3.9", 80), 2},
+		{pkt(In, ProtoTCP, "fd03::1", 5000, "fd33::9", 80), 2},
+		{pkt(In, ProtoTCP, "fd03::1", 5000, "fd34::9", 80), -1},
+		{pkt(In, ProtoTCP, "fd04::1", 5000, "fd33::9", 80), -1},
+		{pkt(In, ProtoTCP, "10.3.2.3", 5000, "192.168.4.9", 80), -1},
+		{pkt(In, ProtoTCP, "10.4.2.3", 1500, "192.168.4.4", 80), 3},
+		{pkt(In, ProtoTCP, "10.4.2.3", 999, "192.168.4.4", 80), -1},
+		{noPorts(pkt(In, ProtoTCP, "10.4.2.3", 1500, "192.168.4.4", 80)), -1},
+		{pkt(In, 99, "10.5.2.3", 0, "192.168.5.9", 0), 4},
+		{pkt(In, 98, "10.5.2.3", 0, "192.168.5.9", 0), -1},
+		{pkt(In, 99, "10.6.2.3", 0, "192.168.5.9", 0), -1},
+	})
+}
+
 func TestCIDR(t *testing.T) {
 	rs := Ruleset{Rules: []Rule{
 		{Action: Deny, Src: pfx("10.1.0.0/16"), Dst: pfx("10.2.0.5")},
@@ -396,16 +446,16 @@ func sortU128(ks []u128) {
 // indexed are the rules a trie value holds as candidates.
 func indexed(c *Classifier, v uint32) []uint32 {
 	switch {
-	case isList(v):
-		var out []uint32
-		for _, e := range c.cand[v+1 : v+1+c.cand[v]] {
-			out = append(out, e&recMask)
-		}
-		return out
-	case v != 0:
+	case v == 0:
+		return nil
+	case v&oneBit != 0:
 		return []uint32{v & recMask}
 	}
-	return nil
+	var out []uint32
+	for _, e := range c.cand[v+1 : v+1+c.cand[v]] {
+		out = append(out, e&recMask)
+	}
+	return out
 }
 
 func addr4(s string) uint32 { return binary.BigEndian.Uint32(netip.MustParseAddr(s).AsSlice()) }

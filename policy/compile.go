@@ -87,7 +87,10 @@ func Compile(rs Ruleset) (*Classifier, error) {
 	norms := make([]norm, n)
 	c.recAt = make([]uint32, n)
 	c.actions = make([]uint64, n/64+1) // one at least: Match reads it for the default
-	c.complete = make([]uint64, (n+63)/64)
+	c.quick = make([]quick4, n)
+	for i := range c.quick {
+		c.quick[i].record = 1 // but for the indexed rules, below
+	}
 	live := make([]bool, n) // needs an index
 	specs := map[string]bool{}
 	for i := range rs.Rules {
@@ -244,9 +247,7 @@ func Compile(rs Ruleset) (*Classifier, error) {
 		if dim[i] != dimNone && !residual[i] {
 			// The index checks the field; the record need not.
 			c.rec[c.recAt[i]+recFlags] |= [numDims]uint32{dimDst: flagDstAny, dimSrc: flagSrcAny, dimDport: flagSkipDp, dimSport: flagSkipSp}[dim[i]]
-			if c.checked(c.recAt[i]) {
-				c.complete[i/64] |= 1 << (i % 64)
-			}
+			c.quick[i] = quickOf(&norms[i], dim[i])
 		}
 		switch {
 		case residual[i]:
@@ -293,7 +294,7 @@ func spaceDim(sp int) int {
 func (c *Classifier) measure() {
 	in := &c.info
 	in.Bytes = 4*(len(c.rec)+len(c.recAt)+len(c.cand)+len(c.residual)+len(c.first)*len(c.first[0])+len(c.nodes32)+len(c.nodes128)+len(c.vals128)) +
-		8*(len(c.kv32)+len(c.keys128)+len(c.actions)+len(c.complete))
+		8*(len(c.kv32)+len(c.keys128)+len(c.actions)+3*len(c.quick))
 	for _, t := range c.tries32() {
 		if t.rootUp != 0 { // a root node, and the nodes below it
 			in.MaxDepth = max(in.MaxDepth, 1+t.depth)
@@ -328,6 +329,9 @@ func normalize(in *Rule, i int32, n *norm) string {
 	}
 	if len(in.Dst) == 0 {
 		n.flags |= flagDstAny
+	}
+	if len(in.SrcPorts) == 0 && len(in.DstPorts) == 0 {
+		n.flags |= flagPortless
 	}
 	fams := famsOf(in.Src) & famsOf(in.Dst)
 	for _, p := range normPrefixes(in.Src) {
@@ -398,8 +402,8 @@ func (c *Classifier) emit(n *norm) {
 	}
 	for _, ps := range [][]netip.Prefix{n.src4, n.dst4} {
 		for _, p := range ps {
-			a := p.Addr().As4()
-			c.rec = append(c.rec, binary.BigEndian.Uint32(a[:]), uint32(^uint64(0)<<(32-p.Bits())))
+			a, m := prefixMask(p)
+			c.rec = append(c.rec, a, m)
 		}
 	}
 	for _, ps := range [][]netip.Prefix{n.src6, n.dst6} {
@@ -446,17 +450,43 @@ func normRanges(rs []PortRange) []PortRange {
 	return out
 }
 
-// checked tells whether the filter of the rule whose record is at off,
-// and the index it is in, check all of its fields.
-func (c *Classifier) checked(off uint32) bool {
-	rec := c.rec[off:]
-	f := rec[recFlags]
-	if f&flagAnyProto == 0 && protoClass[f>>16&0xff] == protoOther {
-		return false // the filter does not tell this protocol
+// quickOf is rule n, indexed under dimension d, as a quick4: the fields
+// the index does not check.
+func quickOf(n *norm, d int) quick4 {
+	src4, dst4, src6, dst6, sport, dport := n.src4, n.dst4, n.src6, n.dst6, n.sport, n.dport
+	switch d {
+	case dimSrc:
+		src4, src6 = nil, nil
+	case dimDst:
+		dst4, dst6 = nil, nil
+	case dimSport:
+		sport = nil
+	case dimDport:
+		dport = nil
 	}
-	n4, n6, np := rec[recN4], rec[recN6], rec[recNPorts]
-	return (f&flagSrcAny != 0 || n4&0xffff == 0 && n6&0xffff == 0) && (f&flagDstAny != 0 || n4>>16 == 0 && n6>>16 == 0) &&
-		(f&flagSkipSp != 0 || np&0xffff == 0) && (f&flagSkipDp != 0 || np>>16 == 0)
+	q := quick4{dport: 0xffff}
+	f := n.flags
+	if f&flagAnyProto == 0 && protoClass[f>>16&0xff] == protoOther ||
+		len(src6)+len(dst6)+len(sport) > 0 || len(src4) > 1 || len(dst4) > 1 || len(dport) > 1 {
+		q.record = 1
+		return q
+	}
+	if len(src4) == 1 {
+		q.src, q.srcMask = prefixMask(src4[0])
+	}
+	if len(dst4) == 1 {
+		q.dst, q.dstMask = prefixMask(dst4[0])
+	}
+	if len(dport) == 1 {
+		q.dport = uint32(dport[0].From)<<16 | uint32(dport[0].To-dport[0].From)
+	}
+	return q
+}
+
+// prefixMask is an IPv4 prefix as an address and a mask.
+func prefixMask(p netip.Prefix) (addr, mask uint32) {
+	a := p.Addr().As4()
+	return binary.BigEndian.Uint32(a[:]), uint32(^uint64(0) << (32 - p.Bits()))
 }
 
 // shadowed tells whether earlier rules that name only a direction and a
