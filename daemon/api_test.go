@@ -97,6 +97,11 @@ networks:
 			t.Errorf("AddPort(%q, %q) = %v, want status %d with a message", tc.name, tc.network, err, tc.code)
 		}
 	}
+	secured := true
+	_, err = c.AddPortWith(ctx, api.AddPort{Name: testnet.NewHost(t, "").Port, Network: "lan", Security: &secured})
+	if se, ok := err.(*api.StatusError); !ok || se.Code != http.StatusBadRequest || !strings.Contains(se.Message, "needs the MAC") {
+		t.Errorf("a secured port without a MAC: %v, want status 400", err)
+	}
 	// Traffic, then the forwarding database and leases show it.
 	if _, err := dhcp(t, a); err != nil {
 		t.Fatal(err)

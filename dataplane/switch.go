@@ -352,7 +352,7 @@ func (s *Switch) RemoveNetwork(name string) error {
 // On failure nothing of the port is left behind.
 func (s *Switch) AddPort(name, network string, opts PortOptions) error {
 	if opts.Security && len(opts.MAC) != 6 {
-		return fmt.Errorf("port %s: port security needs the MAC of the NIC behind the port", name)
+		return invalidf(errors.New("port security needs the MAC of the NIC behind the port"), "port %s", name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
