@@ -80,9 +80,9 @@ type portTries struct{ src, dst trie32 }
 
 // quick4 holds what is left to check of a candidate once its index and
 // its filter have passed it, if that is at most one IPv4 prefix for each
-// address and one destination port range, as it is for most rules: one
-// load and a few operations without a branch on the rule's shape, where
-// the record takes two dependent loads and a dozen branches. A rule with
+// address and one destination port range, as it is for most rules: a
+// read of the entry and a few operations without a branch on the rule's
+// shape, where the record takes two dependent loads and a dozen branches. A rule with
 // more left to check (IPv6 prefixes, lists, source ports, a protocol
 // without a class) has record set, and its record decides.
 //

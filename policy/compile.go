@@ -89,7 +89,7 @@ func Compile(rs Ruleset) (*Classifier, error) {
 	c.actions = make([]uint64, n/64+1) // one at least: Match reads it for the default
 	c.quick = make([]quick4, n)
 	for i := range c.quick {
-		c.quick[i].record = 1 // but for the indexed rules, below
+		c.quick[i].record = 1 // until quickOf says otherwise, below
 	}
 	live := make([]bool, n) // needs an index
 	specs := map[string]bool{}

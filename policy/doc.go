@@ -59,14 +59,14 @@
 // directions, families and protocol class (the protocols rules usually
 // name each have one), and whether it names ports (a later fragment has
 // none). Most candidates that a packet does not match fail on these, so
-// they cost no load at all. What the index and the filter leave to check
-// is, for most rules, at most an IPv4 prefix for the other address and a
-// destination port range: a fixed 24-byte entry per rule holds those, and
-// a candidate that passes the filter costs one load and a few operations
-// without a branch on the rule's shape. Only rules that name more (IPv6
-// prefixes or lists outside their index, source ports, a protocol
-// without a class) have their record read; the action comes from a
-// bitmap of the rules.
+// they cost no load beyond the trie's. What the index and the filter
+// leave to check is, for most rules, at most an IPv4 prefix for each
+// address the index did not check and a destination port range: a fixed
+// 24-byte entry per rule holds those, and a candidate that passes the
+// filter costs a read of that entry and a few operations without a
+// branch on the rule's shape. Only rules that name more (IPv6 prefixes
+// or lists outside their index, source ports, a protocol without a class)
+// have their record read; the action comes from a bitmap of the rules.
 //
 // # Looking up
 //
