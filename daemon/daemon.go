@@ -40,6 +40,9 @@ type Daemon struct {
 	plugged *plugged
 	// reloadMu keeps reloads one at a time.
 	reloadMu sync.Mutex
+	// leaseMu keeps lease syncs one at a time, so that an older read of
+	// the leases never replaces a newer one.
+	leaseMu sync.Mutex
 }
 
 type network struct {
@@ -94,8 +97,8 @@ func Start(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 }
 
 // leaseSync is how often the switch learns which addresses the secured
-// ports' MACs hold leases for. Until the first sync after a lease, a port
-// may still send from any address, as it could before it had one.
+// ports' MACs hold leases for, besides each change the DHCP server
+// reports: it takes expired leases away.
 const leaseSync = 500 * time.Millisecond
 
 // syncLeases hands the DHCP servers' bound leases to the switch for port
@@ -111,24 +114,31 @@ func (d *Daemon) syncLeases() {
 			return
 		case <-tick.C:
 		}
-		now := time.Now()
 		d.mu.Lock()
 		nets := slices.Clone(d.nets)
 		d.mu.Unlock()
 		for _, n := range nets {
-			if n.dhcp == nil {
-				continue
-			}
-			bound := map[string][]netip.Addr{}
-			for _, l := range n.dhcp.Leases() {
-				if l.State == dhcpd.StateBound && l.Expiry.After(now) {
-					bound[l.MAC.String()] = append(bound[l.MAC.String()], l.IP)
-				}
-			}
-			if err := d.sw.SetLeases(n.cfg.Name, bound); err != nil {
-				d.log.Warn("lease sync", "network", n.cfg.Name, "err", err)
+			if n.dhcp != nil {
+				d.syncLeasesOf(n, n.dhcp)
 			}
 		}
+	}
+}
+
+// syncLeasesOf gives port security the addresses a network's DHCP server
+// has bound.
+func (d *Daemon) syncLeasesOf(n *network, srv *dhcpd.Server) {
+	d.leaseMu.Lock()
+	defer d.leaseMu.Unlock()
+	now := time.Now()
+	bound := map[string][]netip.Addr{}
+	for _, l := range srv.Leases() {
+		if l.State == dhcpd.StateBound && l.Expiry.After(now) {
+			bound[l.MAC.String()] = append(bound[l.MAC.String()], l.IP)
+		}
+	}
+	if err := d.sw.SetLeases(n.cfg.Name, bound); err != nil {
+		d.log.Warn("lease sync", "network", n.cfg.Name, "err", err)
 	}
 }
 
@@ -277,6 +287,10 @@ func (d *Daemon) startDHCP(n *network) error {
 	for _, r := range c.DHCP.Reserved {
 		cfg.Reservations = append(cfg.Reservations, dhcpd.Reservation{MAC: r.MAC.HardwareAddr, IP: r.IP.Addr, Hostname: r.Hostname})
 	}
+	var srv *dhcpd.Server
+	// A new address reaches port security before the client has it; the
+	// periodic sync still handles expiry.
+	cfg.OnLeases = func() { d.syncLeasesOf(n, srv) }
 	srv, err := dhcpd.New(cfg)
 	if err != nil {
 		return err

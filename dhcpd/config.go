@@ -42,6 +42,12 @@ type Config struct {
 	Reservations []Reservation
 	StateDir     string // leases persisted as StateDir/leases-<Network>.json
 	Logger       *slog.Logger
+	// OnLeases, if set, is called after a message that changed the bound
+	// leases (an address acknowledged, released or declined), outside
+	// the server's lock and before the reply goes out: what enforces the
+	// leases (port security) learns of an address before its client can
+	// use it.
+	OnLeases func()
 }
 
 // Validate reports every problem of the configuration at once, so an

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -774,4 +775,102 @@ func FuzzHandleBytes(f *testing.F) {
 		}
 		checkInvariants(t, s, now)
 	})
+}
+
+// repliesConn is a PacketConn that serves queued requests and records
+// how many lease changes the server had reported when it wrote each
+// reply.
+type repliesConn struct {
+	in      chan []byte
+	written chan int32
+	changes *atomic.Int32
+	once    sync.Once
+	done    chan struct{}
+}
+
+func (c *repliesConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	select {
+	case m := <-c.in:
+		return copy(b, m), &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ClientPort}, nil
+	case <-c.done:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+func (c *repliesConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	c.written <- c.changes.Load()
+	return len(b), nil
+}
+
+func (c *repliesConn) Close() error                     { c.once.Do(func() { close(c.done) }); return nil }
+func (c *repliesConn) LocalAddr() net.Addr              { return &net.UDPAddr{IP: testServerIP.AsSlice(), Port: 67} }
+func (c *repliesConn) SetDeadline(time.Time) error      { return nil }
+func (c *repliesConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *repliesConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestOnLeases checks that Serve reports every change of the bound leases,
+// and nothing else, before it answers: port security knows an address
+// before the client that asked for it does.
+func TestOnLeases(t *testing.T) {
+	cfg := testConfig(t)
+	var s *Server
+	var changes atomic.Int32
+	bound := make(chan int, 4) // bound leases as each report saw them
+	cfg.OnLeases = func() {
+		n := 0
+		for _, l := range s.Leases() {
+			if l.State == StateBound {
+				n++
+			}
+		}
+		changes.Add(1)
+		bound <- n
+	}
+	s = newServer(t, cfg)
+	conn := &repliesConn{in: make(chan []byte), written: make(chan int32, 4), changes: &changes, done: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- s.ServeConn(context.Background(), conn) }()
+	send := func(m *dhcpv4.DHCPv4) { conn.in <- m.ToBytes() }
+	reply := func(what string, wantChanges int32) {
+		t.Helper()
+		select {
+		case n := <-conn.written:
+			if n != wantChanges {
+				t.Errorf("%s answered after %d lease changes were reported, want %d", what, n, wantChanges)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no answer to the %s", what)
+		}
+	}
+	report := func(what string, wantBound int) {
+		t.Helper()
+		select {
+		case n := <-bound:
+			if n != wantBound {
+				t.Errorf("after the %s the report saw %d bound leases, want %d", what, n, wantBound)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the %s was not reported", what)
+		}
+	}
+
+	send(discoverMsg(t, mac(1)))
+	reply("DISCOVER", 0)
+	offered := netip.MustParseAddr("10.77.0.10")
+	send(requestMsg(t, mac(1), netip.Addr{}, offered, testServerIP))
+	reply("REQUEST", 1)
+	report("REQUEST", 1)
+	send(informMsg(t, mac(1), offered))
+	reply("INFORM", 1)
+	send(releaseMsg(t, mac(1), offered))
+	report("RELEASE", 0)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if n := changes.Load(); n != 2 {
+		t.Errorf("%d lease changes reported, want 2", n)
+	}
 }

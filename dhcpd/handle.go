@@ -262,10 +262,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, m *msg, now time.Time) (*dhcpv4.DHC
 		hostname = prev.hostname
 	}
 	s.setLocked(&record{mac: m.mac, ip: ip, hostname: hostname, expiry: now.Add(s.cfg.LeaseTime), state: StateBound}, now)
-	if err := s.persistLocked(now); err != nil {
-		// The guest keeps working; only a restart could lose this lease.
-		s.log.Error("persisting leases failed", "file", s.leasePath, "err", err)
-	}
+	s.changedLocked(now)
 	if fresh {
 		s.log.Info("lease bound", "mac", m.mac, "ip", ip, "hostname", hostname, "state", state)
 	} else {
@@ -316,9 +313,7 @@ func (s *Server) decline(m *msg, now time.Time) error {
 	r.state, r.expiry = StateDeclined, now.Add(declineHold)
 	delete(s.byMAC, m.mac)
 	s.log.Warn("address declined: another host on the network seems to use it", "mac", m.mac, "ip", ip, "held_for", declineHold)
-	if err := s.persistLocked(now); err != nil {
-		s.log.Error("persisting leases failed", "file", s.leasePath, "err", err)
-	}
+	s.changedLocked(now)
 	return nil
 }
 
@@ -333,10 +328,18 @@ func (s *Server) releaseLease(m *msg, now time.Time) error {
 	// Keep the record (as free) so the client gets this address again.
 	r.state, r.expiry = stateFree, now
 	s.log.Info("lease released", "mac", m.mac, "ip", m.ciaddr)
+	s.changedLocked(now)
+	return nil
+}
+
+// changedLocked records a change of the bound leases: it persists them
+// and counts the change for OnLeases.
+func (s *Server) changedLocked(now time.Time) {
+	s.changes.Add(1)
 	if err := s.persistLocked(now); err != nil {
+		// The guests keep working; only a restart could lose the change.
 		s.log.Error("persisting leases failed", "file", s.leasePath, "err", err)
 	}
-	return nil
 }
 
 func (s *Server) inform(req *dhcpv4.DHCPv4, m *msg) (*dhcpv4.DHCPv4, error) {

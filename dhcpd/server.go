@@ -73,6 +73,8 @@ type Server struct {
 	byMAC        map[macKey]netip.Addr // a MAC's current or most recent address
 	lastExhaust  time.Time
 	exhaustQuiet uint64 // exhaustion events not logged since lastExhaust
+	// changes counts the changes of the bound leases, for OnLeases.
+	changes atomic.Uint64
 
 	connMu  sync.Mutex
 	conn    net.PacketConn
@@ -258,7 +260,11 @@ func (s *Server) serveClaimed(ctx context.Context, conn net.PacketConn) error {
 			}
 			return fmt.Errorf("dhcpd: network %q: read: %w", s.cfg.Network, err)
 		}
+		before := s.changes.Load()
 		reply, dst := s.handlePacket(buf[:n], time.Now())
+		if s.changes.Load() != before && s.cfg.OnLeases != nil {
+			s.cfg.OnLeases()
+		}
 		if reply == nil {
 			if s.log.Enabled(ctx, slog.LevelDebug) {
 				s.log.Debug("no reply", "peer", fmt.Sprint(peer), "bytes", n)
