@@ -119,7 +119,7 @@ func (d *Daemon) syncLeases() {
 		d.mu.Unlock()
 		for _, n := range nets {
 			if n.dhcp != nil {
-				d.syncLeasesOf(n, n.dhcp)
+				d.syncLeasesOf(n)
 			}
 		}
 	}
@@ -127,12 +127,12 @@ func (d *Daemon) syncLeases() {
 
 // syncLeasesOf gives port security the addresses a network's DHCP server
 // has bound.
-func (d *Daemon) syncLeasesOf(n *network, srv *dhcpd.Server) {
+func (d *Daemon) syncLeasesOf(n *network) {
 	d.leaseMu.Lock()
 	defer d.leaseMu.Unlock()
 	now := time.Now()
 	bound := map[string][]netip.Addr{}
-	for _, l := range srv.Leases() {
+	for _, l := range n.dhcp.Leases() {
 		if l.State == dhcpd.StateBound && l.Expiry.After(now) {
 			bound[l.MAC.String()] = append(bound[l.MAC.String()], l.IP)
 		}
@@ -287,10 +287,9 @@ func (d *Daemon) startDHCP(n *network) error {
 	for _, r := range c.DHCP.Reserved {
 		cfg.Reservations = append(cfg.Reservations, dhcpd.Reservation{MAC: r.MAC.HardwareAddr, IP: r.IP.Addr, Hostname: r.Hostname})
 	}
-	var srv *dhcpd.Server
 	// A new address reaches port security before the client has it; the
-	// periodic sync still handles expiry.
-	cfg.OnLeases = func() { d.syncLeasesOf(n, srv) }
+	// periodic sync still handles expiry. n.dhcp is set before Serve runs.
+	cfg.OnLeases = func() { d.syncLeasesOf(n) }
 	srv, err := dhcpd.New(cfg)
 	if err != nil {
 		return err
