@@ -223,8 +223,10 @@ func (d *Daemon) changePort(network string, was, p config.Port, plugged bool) (*
 			return nil, err
 		}
 		d.log.Info("port added by reload", "port", p.Name, "network", network)
-	case sameButRules(was, p) && was.Rules.Equal(p.Rules):
 	case sameButRules(was, p):
+		if was.Rules.Equal(p.Rules) {
+			break
+		}
 		if err := d.sw.SetPortRules(p.Name, p.Rules); err != nil {
 			return &was, err
 		}
