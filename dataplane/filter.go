@@ -109,7 +109,7 @@ func (l *loop) judge(port, net *policy.Matcher, dir policy.Direction, zone uint3
 		return true // ARP and the like are for port security, not rules
 	}
 	if !v.isFrag {
-		if act, _ := l.match(port, net, dir); act == policy.Deny {
+		if act, _, _ := l.match(port, net, dir); act == policy.Deny {
 			ctr.drop(DropPolicy)
 			l.pool.release(d.Addr)
 			return false
@@ -124,8 +124,8 @@ func (l *loop) judge(port, net *policy.Matcher, dir policy.Direction, zone uint3
 	case v.infoErr != nil:
 		o, l.filter.given = t.Reject(&v.info, v.infoErr, now, l.filter.given)
 	case v.info.First:
-		act, tag := l.match(port, net, dir)
-		v.info.Tag = tag
+		act, pr, nr := l.match(port, net, dir)
+		v.info.Tag = uint64(ruleTag(port, pr)) | uint64(ruleTag(net, nr))<<32
 		fa := frag.Allow
 		if act == policy.Deny {
 			fa = frag.Deny
@@ -153,31 +153,29 @@ func (l *loop) judge(port, net *policy.Matcher, dir policy.Direction, zone uint3
 }
 
 // match classifies the frame at hand with the port's rules and then the
-// network's, stopping at the first deny. The tag records which rules
-// decided, for counting the datagram's later fragments against them: the
-// port's in the low half and the network's in the high half (see
-// ruleTag).
-func (l *loop) match(port, net *policy.Matcher, dir policy.Direction) (policy.Action, uint64) {
+// network's, stopping at the first deny. It also returns the rule of each
+// that decided (-1: the default; notConsulted), for a first fragment's
+// tag (see ruleTag).
+func (l *loop) match(port, net *policy.Matcher, dir policy.Direction) (a policy.Action, portRule, netRule int) {
 	p := &l.filter.view.pkt
-	var tag uint64
+	portRule, netRule = notConsulted, notConsulted
 	if hasRules(port) {
 		p.Dir = dir
-		a, r := port.Match(p)
-		tag = uint64(ruleTag(port, r))
-		if a == policy.Deny {
-			return a, tag
+		if a, portRule = port.Match(p); a == policy.Deny {
+			return a, portRule, netRule
 		}
 	}
 	if hasRules(net) {
 		p.Dir = policy.Both
-		a, r := net.Match(p)
-		tag |= uint64(ruleTag(net, r)) << 32
-		if a == policy.Deny {
-			return a, tag
+		if a, netRule = net.Match(p); a == policy.Deny {
+			return a, portRule, netRule
 		}
 	}
-	return policy.Allow, tag
+	return policy.Allow, portRule, netRule
 }
+
+// notConsulted is the rule of a matcher that match did not consult.
+const notConsulted = -2
 
 // tagGenShift splits a half tag: rule r as r+2 below it (0: the rules
 // were not consulted; 1: the default), the low bits of the classifier's
@@ -186,10 +184,19 @@ const tagGenShift = 20
 
 var _ = [1]int{}[(policy.MaxRules+2)>>tagGenShift] // rule numbers fit below it
 
-// ruleTag is the half tag for rule r of m's classifier.
+// ruleTag is the half tag for rule r of m's classifier: the tag records
+// which rules decided a first fragment, for counting the datagram's later
+// fragments against them, the port's in the low half and the network's in
+// the high half. 0 when the rules were not consulted.
 func ruleTag(m *policy.Matcher, r int) uint32 {
-	return uint32(r+2) | m.Classifier().Gen()<<tagGenShift
+	if r == notConsulted {
+		return 0
+	}
+	return uint32(r+2) | genBits(m)
 }
+
+// genBits is m's classifier's generation as it stands in a half tag.
+func genBits(m *policy.Matcher) uint32 { return m.Classifier().Gen() << tagGenShift }
 
 // follow counts a later fragment against the rules that decided its
 // first, unless they have been replaced since: then their numbers are no
@@ -200,7 +207,7 @@ func follow(port, net *policy.Matcher, tag uint64, bytes int) {
 }
 
 func followHalf(m *policy.Matcher, half uint32, bytes int) {
-	if half != 0 && m != nil && half>>tagGenShift == m.Classifier().Gen()<<tagGenShift>>tagGenShift {
+	if half != 0 && m != nil && half&^(1<<tagGenShift-1) == genBits(m) {
 		m.CountFollowing(int(half&(1<<tagGenShift-1))-2, bytes)
 	}
 }
