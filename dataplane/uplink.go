@@ -85,6 +85,11 @@ func (s *Switch) SetVXLAN(network string, vni uint32, remotes []netip.Addr) erro
 	for _, r := range remotes {
 		t.remotes = append(t.remotes, r.As16())
 	}
+	// The uplink first: if it refuses, nothing is left to undo. Until the
+	// loops below know the network, its frames count as unknown_vni.
+	if err := s.uplinkProg.SetVNI(vni, n.id); err != nil {
+		return err
+	}
 	for _, l := range s.loops {
 		if err := l.do(func() {
 			ln := l.net(n)
@@ -94,19 +99,8 @@ func (s *Switch) SetVXLAN(network string, vni uint32, remotes []netip.Addr) erro
 			}
 			l.netByID[n.id] = ln
 		}); err != nil {
-			return err
+			return err // the switch is closing
 		}
-	}
-	if err := s.uplinkProg.SetVNI(vni, n.id); err != nil {
-		// Undone in the loops too, so that the network can be removed
-		// and the VNI taken by another.
-		for _, l := range s.loops {
-			_ = l.do(func() {
-				l.net(n).tunnel = nil
-				l.netByID[n.id] = nil
-			})
-		}
-		return err
 	}
 	n.tunnel = t
 	s.log.Info("VXLAN", "network", network, "vni", vni, "remotes", remotes)
