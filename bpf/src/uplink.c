@@ -156,7 +156,6 @@ enum frag_kind {
 struct outer {
 	struct uplink_addr src;
 	struct uplink_addr dst;
-	__u32 l3off;  // offset of the IP header from ctx->data
 	__u32 l4off;  // offset of the transport header from ctx->data
 	__u32 l4len;  // bytes of IP payload from l4off on, as the IP header says
 	__u32 frag_id;
@@ -194,7 +193,6 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, __u32 off, struct oute
 		return 0;
 	map_v4(&o->src, &ip->saddr);
 	map_v4(&o->dst, &ip->daddr);
-	o->l3off = off;
 	o->l4off = off + hlen;
 	o->l4len = tot - hlen;
 	o->l4proto = ip->protocol;
@@ -240,7 +238,6 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, __u32 off, struct oute
 		return 0;
 	__builtin_memcpy(o->src.b, &ip6->saddr, 16);
 	__builtin_memcpy(o->dst.b, &ip6->daddr, 16);
-	o->l3off = off;
 	o->l4off = off + sizeof(*ip6);
 	o->l4len = plen;
 	o->l4proto = ip6->nexthdr;
@@ -375,16 +372,16 @@ static __always_inline int redirect_raw(struct xdp_md *ctx, struct outer *o, __b
 	// the room given back) the frame as it came.
 	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct uplink_meta)))
 		return pass(UPLINK_STAT_PASS_NO_ROOM);
-	if (!write_meta(ctx, o, UPLINK_META_RAW_FRAGMENT, sport, 0, 0))
-		return bpf_xdp_adjust_head(ctx, sizeof(struct uplink_meta)) ?
-			       XDP_ABORTED : pass(UPLINK_STAT_PASS_NO_ROOM);
-	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, 0) == XDP_REDIRECT) {
-		count(UPLINK_STAT_FRAG_REDIRECTED);
-		return XDP_REDIRECT;
+	__u32 stat = UPLINK_STAT_PASS_NO_ROOM;
+
+	if (write_meta(ctx, o, UPLINK_META_RAW_FRAGMENT, sport, 0, 0)) {
+		if (bpf_redirect_map(&xsks, ctx->rx_queue_index, 0) == XDP_REDIRECT) {
+			count(UPLINK_STAT_FRAG_REDIRECTED);
+			return XDP_REDIRECT;
+		}
+		stat = UPLINK_STAT_PASS_NO_SOCKET; // the socket went since has_socket looked
 	}
-	// The socket went since has_socket looked.
-	return bpf_xdp_adjust_head(ctx, sizeof(struct uplink_meta)) ?
-		       XDP_ABORTED : pass(UPLINK_STAT_PASS_NO_SOCKET);
+	return bpf_xdp_adjust_head(ctx, sizeof(struct uplink_meta)) ? XDP_ABORTED : pass(stat);
 }
 
 static __always_inline int first_fragment(struct xdp_md *ctx, struct outer *o, __be16 sport)
@@ -465,10 +462,11 @@ static __always_inline int decap(struct xdp_md *ctx, struct outer *o, __u32 inne
 }
 
 // outer_ok applies the host's checks of the outer headers that the switch
-// would skip: a unicast source, and for IPv4 the header checksum.
-static __always_inline int outer_ok(struct xdp_md *ctx, struct outer *o)
+// would skip: a unicast source, and for IPv4 the header checksum of the
+// header at l3off.
+static __always_inline int outer_ok(struct xdp_md *ctx, struct outer *o, __u32 l3off)
 {
-	return unicast_source(o) && (o->ipv6 || ipv4_checksum_ok(ctx, o->l3off, o->l4off - o->l3off));
+	return unicast_source(o) && (o->ipv6 || ipv4_checksum_ok(ctx, l3off, o->l4off - l3off));
 }
 
 // vxlan_network checks a VXLAN header and finds the switch's network for
@@ -528,7 +526,7 @@ int xdp_uplink(struct xdp_md *ctx)
 	if (o.frag == FRAG_LATER) {
 		if (!is_local(&o.dst))
 			return pass(UPLINK_STAT_PASS_NOT_LOCAL);
-		if (!outer_ok(ctx, &o))
+		if (!outer_ok(ctx, &o, off))
 			return pass(UPLINK_STAT_PASS_MALFORMED);
 		return later_fragment(ctx, &o);
 	}
@@ -553,7 +551,7 @@ int xdp_uplink(struct xdp_md *ctx)
 		return pass(UPLINK_STAT_PASS_NOT_LOCAL);
 	// Stripped or reassembled, it skips the host's checks of the outer
 	// headers.
-	if (!outer_ok(ctx, &o)) {
+	if (!outer_ok(ctx, &o, off)) {
 		if (o.frag == FRAG_FIRST)
 			forget_fragment(&o);
 		return pass(UPLINK_STAT_PASS_MALFORMED);
