@@ -125,7 +125,7 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 	if err != nil {
 		return a, err
 	}
-	macs, err := nicMACs(ctx, m)
+	macs, err := nicMACs(ctx, m, existing)
 	if err != nil {
 		return a, err
 	}
@@ -519,15 +519,20 @@ func emptyBridges(devs []pciDevice, out []string) []string {
 // an id), those made with -nic or -net nic are unattached, among the
 // machine's own devices; a device without a mac property is no NIC.
 // (query-rx-filter would be one command, but knows only virtio-net.)
-func nicMACs(ctx context.Context, m *monitor) (map[string]string, error) {
+// peripherals is the listing of /machine/peripheral, which attach has.
+func nicMACs(ctx context.Context, m *monitor, peripherals []peripheral) (map[string]string, error) {
 	out := map[string]string{}
 	for _, dir := range []string{"/machine/peripheral", "/machine/peripheral-anon", "/machine/unattached"} {
-		var ps []peripheral
-		if err := m.run(ctx, "qom-list", map[string]any{"path": dir}, nil, &ps); err != nil {
+		ps := peripherals
+		if dir != "/machine/peripheral" {
+			var err error
+			ps, err = m.qomList(ctx, dir)
 			if refused(err) {
 				continue // a machine without such devices
 			}
-			return nil, err
+			if err != nil {
+				return nil, err
+			}
 		}
 		for _, p := range ps {
 			if !strings.HasPrefix(p.Type, "child<") {

@@ -368,8 +368,13 @@ type peripheral struct {
 
 // peripherals lists the devices of the VM that have ids.
 func (m *monitor) peripherals(ctx context.Context) ([]peripheral, error) {
+	return m.qomList(ctx, "/machine/peripheral")
+}
+
+// qomList lists the members of a QOM container.
+func (m *monitor) qomList(ctx context.Context, path string) ([]peripheral, error) {
 	var out []peripheral
-	err := m.run(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, nil, &out)
+	err := m.run(ctx, "qom-list", map[string]any{"path": path}, nil, &out)
 	return out, err
 }
 
