@@ -253,27 +253,7 @@ func attach(ctx context.Context, o *AttachOptions) (a Attachment, err error) {
 	}
 	err = m.run(ctx, "device_add", dev, nil, nil)
 	if o.Bus == "" && noHotplug(err) {
-		buses, ferr := freeBuses(ctx, m)
-		switch {
-		case ferr != nil:
-			err = ferr
-		case len(buses) == 0:
-			err = fmt.Errorf("%w (a q35 machine, with no empty PCIe root port for the NIC: start the VM with one per NIC to attach, -device pcie-root-port,id=rp1,chassis=1, or name a bus with --bus)", err)
-		}
-		// A root port the guest's firmware has not numbered yet looks
-		// empty whatever it holds: on a refusal the next one is tried.
-		// The NIC takes slot 0, the only one a root port's guest sees;
-		// QEMU would put it in another beside a device already there.
-		for _, bus := range buses {
-			logf("QEMU's root bus takes no hot-plugged device; trying %s", bus)
-			dev["bus"], dev["addr"] = bus, "0"
-			if err = m.run(ctx, "device_add", dev, nil, nil); !refused(err) {
-				break
-			}
-		}
-		if len(buses) > 0 && refused(err) {
-			err = fmt.Errorf("%w (no PCIe root port took the NIC: start the VM with one per NIC to attach, or name a bus with --bus)", err)
-		}
+		err = addOnRootPort(ctx, m, dev, err, logf)
 	}
 	if !refused(err) {
 		undo.pushDevice(devID)
@@ -498,6 +478,30 @@ func freeBuses(ctx context.Context, m *monitor) ([]string, error) {
 		out = emptyBridges(b.Devices, out)
 	}
 	return out, nil
+}
+
+// addOnRootPort adds dev on the first empty PCIe root port that takes it,
+// after the root bus refused it with err (a q35 machine). A root port the
+// guest's firmware has not numbered yet looks empty whatever it holds: on
+// a refusal the next one is tried. The NIC takes slot 0, the only one a
+// root port's guest sees; QEMU would put it in another beside a device
+// already there.
+func addOnRootPort(ctx context.Context, m *monitor, dev map[string]any, err error, logf func(string, ...any)) error {
+	buses, ferr := freeBuses(ctx, m)
+	if ferr != nil {
+		return ferr
+	}
+	if len(buses) == 0 {
+		return fmt.Errorf("%w (a q35 machine, with no empty PCIe root port for the NIC: start the VM with one per NIC to attach, -device pcie-root-port,id=rp1,chassis=1, or name a bus with --bus)", err)
+	}
+	for _, bus := range buses {
+		logf("QEMU's root bus takes no hot-plugged device; trying %s", bus)
+		dev["bus"], dev["addr"] = bus, "0"
+		if err = m.run(ctx, "device_add", dev, nil, nil); !refused(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w (no PCIe root port took the NIC: start the VM with one per NIC to attach, or name a bus with --bus)", err)
 }
 
 func emptyBridges(devs []pciDevice, out []string) []string {
