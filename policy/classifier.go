@@ -78,20 +78,23 @@ func (c *Classifier) Gen() uint32 {
 
 type portTries struct{ src, dst trie32 }
 
-// quick4 holds what is left to check of a candidate once its index and
-// its filter have passed it, if that is at most one IPv4 prefix for each
-// address and one destination port range, as it is for most rules: a
-// read of the entry and a few operations without a branch on the rule's
-// shape, where the record takes two dependent loads and a dozen branches. A rule with
-// more left to check (IPv6 prefixes, lists, source ports, a protocol
-// without a class) has record set, and its record decides.
+// quick4 holds what is left to check of a candidate once its index has
+// passed it, if that is at most one IPv4 prefix for each address and one
+// destination port range, as it is for most rules: a read of the entry
+// and a few operations without a branch on the rule's shape, where the
+// record takes two dependent loads and a dozen branches. A rule with more
+// left to check (IPv6 prefixes, lists, source ports) has record set, and
+// its record decides.
 //
 // A field the rule leaves to the index, or leaves out, is "any": mask 0,
-// or the ports 0 to 65535. Packets without ports never get this far for a
-// rule that names ports: the filter stops them.
+// or the ports 0 to 65535. key and keyMask check a packet's key (see
+// keyOf): its protocol, and that the rule allows its direction and family,
+// and its lack of ports if it has none. So a single candidate needs no
+// filter: its entry says all that the filter would.
 type quick4 struct {
 	src, srcMask, dst, dstMask uint32
 	dport                      uint32 // first port<<16 | last port - first port
+	key, keyMask               uint32
 	record                     uint32 // 1: check the record instead
 }
 
@@ -107,14 +110,15 @@ const noRule = math.MaxUint32
 //
 // The filter is the record's dirs and fams (its flags' five low bits),
 // the rule's protocol class<<5: 0 for any protocol, protoOther for one
-// without a class of its own (the record decides), else the class; and
-// filterPortless if the rule names no ports, which a packet without ports
-// needs.
+// without a class of its own (its quick4 or record decides), else the
+// class; and filterPortless if the rule names no ports, which a packet
+// without ports needs. needBits are those a packet can need.
 const (
 	recBits        = 20
 	recMask        = 1<<recBits - 1
 	protoOther     = 15
 	filterPortless = 1 << 9
+	needBits       = dirsAll | famBoth<<3 | filterPortless
 )
 
 // protoClass numbers the protocols rules usually name, for the filter.
@@ -145,6 +149,19 @@ func filter(flags uint32) uint32 {
 // filter must have (the packet's direction and family, and filterPortless
 // if it has no ports), acc the protocol classes it accepts.
 type sieve struct{ need, acc uint32 }
+
+// keyOf is a packet's key, as quick4 takes it: its protocol, and above
+// it the bits a candidate's filter must have for it (sieve.need).
+func keyOf(p *Packet, dir Direction) uint32 {
+	need := uint32(1<<dir | fam4<<3)
+	if p.IPv6 {
+		need = 1<<dir | fam6<<3
+	}
+	if p.NoPorts {
+		need |= filterPortless
+	}
+	return uint32(p.Proto) | need<<8
+}
 
 func (s sieve) pass(cand uint32) bool {
 	f := cand >> recBits
@@ -262,7 +279,21 @@ func (c *Classifier) Match(p *Packet) (Action, int) {
 		vd, vs, vdp, vsp = find32x4(c.nodes32, c.kv32, &c.dst4, &c.src4, &pt.dst, &pt.src,
 			binary.BigEndian.Uint32(p.Dst[:4]), binary.BigEndian.Uint32(p.Src[:4]), uint32(p.DstPort), uint32(p.SrcPort))
 	}
-	if vd|vs|vdp|vsp != 0 {
+	switch v := vd | vs | vdp | vsp; {
+	case v == 0:
+	case v&oneBit != 0 && b2u(vd != 0)+b2u(vs != 0)+b2u(vdp != 0)+b2u(vsp != 0) == 1:
+		// One value, a single candidate: the most common case, checked
+		// here, where the calls would cost more than the check.
+		if r := v & recMask; r < best {
+			if q := &c.quick[r]; q.record == 0 {
+				if q.fits(keyOf(p, dir), binary.BigEndian.Uint32(p.Src[:4]), binary.BigEndian.Uint32(p.Dst[:4]), uint32(p.DstPort)) {
+					best = r
+				}
+			} else if c.matches(r, p, dir) {
+				best = r
+			}
+		}
+	default:
 		best = c.candidates(vd, vs, vdp, vsp, best, p, dir)
 	}
 	for _, r := range c.residual {
@@ -285,6 +316,13 @@ func (c *Classifier) Match(p *Packet) (Action, int) {
 		a, r = c.deflt, -1
 	}
 	return a, r
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // find6 is find32x4 for an IPv6 packet: its addresses in the trie128s,
@@ -325,7 +363,7 @@ func (c *Classifier) find6(pt *portTries, dhi, dlo, shi, slo uint64, dp, sp uint
 
 // probe is a packet as its candidates see it.
 type probe struct {
-	sv sieve
+	key uint32 // keyOf
 	// The addresses, if IPv4, and the destination port, as quick4 takes
 	// them.
 	src, dst, dport uint32
@@ -339,58 +377,64 @@ type probe struct {
 // indexed by, so it is the smallest of the four lists' first matches;
 // each list is searched only below the matches found before it.
 func (c *Classifier) candidates(vd, vs, vdp, vsp, best uint32, p *Packet, dir Direction) uint32 {
-	pr := probe{p: p, dir: dir, dport: uint32(p.DstPort)}
-	fam := uint32(fam4 << 3)
-	if p.IPv6 {
-		fam = fam6 << 3
-	}
-	pr.sv = sieve{need: 1<<dir | fam, acc: 1 | 1<<protoClass[p.Proto] | 1<<protoOther}
-	if p.NoPorts {
-		pr.sv.need |= filterPortless
-	}
-	// An IPv6 packet meets only quick4s without prefixes: any prefix
-	// in one makes its rule IPv4 only.
+	var pr probe // field by field: a literal would be built aside and copied
+	pr.p, pr.dir, pr.key, pr.dport = p, dir, keyOf(p, dir), uint32(p.DstPort)
 	pr.src, pr.dst = binary.BigEndian.Uint32(p.Src[:4]), binary.BigEndian.Uint32(p.Dst[:4])
-	for _, v := range [...]uint32{vd, vs, vdp, vsp} {
-		switch {
-		case v&oneBit != 0: // a single candidate, the most common
-			if r := v & recMask; r < best && pr.sv.pass(v) && c.holds(r, &pr) {
-				best = r
-			}
-		case v != 0:
-			best = c.firstIn(v, best, &pr)
-		}
+	// Most values are 0: tests cost less than a loop over the four.
+	if vd != 0 {
+		best = c.firstOf(vd, best, &pr)
+	}
+	if vs != 0 {
+		best = c.firstOf(vs, best, &pr)
+	}
+	if vdp != 0 {
+		best = c.firstOf(vdp, best, &pr)
+	}
+	if vsp != 0 {
+		best = c.firstOf(vsp, best, &pr)
 	}
 	return best
 }
 
-// firstIn is the first candidate in list v before rule best that matches,
-// else best.
-func (c *Classifier) firstIn(v, best uint32, pr *probe) uint32 {
+// firstOf is the first candidate of trie value v before rule best that
+// matches, else best.
+func (c *Classifier) firstOf(v, best uint32, pr *probe) uint32 {
+	if v&oneBit != 0 {
+		if r := v & recMask; r < best && c.holds(r, pr) {
+			return r
+		}
+		return best
+	}
+	// A list: the filters sieve it before any candidate's quick4 is read.
+	sv := sieve{need: pr.key >> 8, acc: 1 | 1<<protoClass[pr.p.Proto] | 1<<protoOther}
 	for _, e := range c.cand[v+1 : v+1+c.cand[v]] {
 		r := e & recMask
 		if r >= best {
 			break
 		}
-		if pr.sv.pass(e) && c.holds(r, pr) {
+		if sv.pass(e) && c.holds(r, pr) {
 			return r
 		}
 	}
 	return best
 }
 
-// holds checks a candidate that passed the sieve against the fields that
-// its index and the sieve did not check.
+// holds checks a candidate against the fields that its index did not
+// check.
 func (c *Classifier) holds(r uint32, pr *probe) bool {
 	if q := &c.quick[r]; q.record == 0 {
-		return pr.in(q)
+		return q.fits(pr.key, pr.src, pr.dst, pr.dport)
 	}
 	return c.matches(r, pr.p, pr.dir)
 }
 
-// in checks a quick4 that is not a record's.
-func (pr *probe) in(q *quick4) bool {
-	return pr.src&q.srcMask == q.src && pr.dst&q.dstMask == q.dst && pr.dport-q.dport>>16 <= q.dport&0xffff
+// fits checks a quick4 that is not a record's against a packet's key,
+// addresses and destination port. An IPv6 packet fails on its key any
+// quick4 with a prefix, which makes its rule IPv4 only, so its addresses
+// may be the first four bytes of its own.
+func (q *quick4) fits(key, src, dst, dport uint32) bool {
+	return key&q.keyMask == q.key && src&q.srcMask == q.src && dst&q.dstMask == q.dst &&
+		dport-q.dport>>16 <= q.dport&0xffff
 }
 
 // matches checks the fields of rule r but the one it is indexed by.

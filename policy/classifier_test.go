@@ -203,14 +203,22 @@ func TestQuick(t *testing.T) {
 		{Action: Deny, Proto: ProtoTCP, Src: pfx("10.3.0.0/16", "fd03::/16"), Dst: pfx("192.168.3.0/24", "fd33::/64")},
 		// Record: source ports that no index checks.
 		{Action: Deny, Proto: ProtoTCP, Dst: pfx("192.168.4.4/32"), SrcPorts: ports("1000-2000")},
-		// Record: a protocol the filter cannot tell.
+		// Quick: a protocol the filter cannot tell, which the key does.
 		{Action: Deny, Proto: 99, Src: pfx("10.5.0.0/16"), Dst: pfx("192.168.5.0/24")},
+		// Quick: one direction, which the key checks.
+		{Action: Deny, Direction: Out, Proto: ProtoUDP, Src: pfx("10.6.0.0/16"), Dst: pfx("192.168.6.0/24")},
+		// Quick, in the port index, which IPv6 packets look up too: the
+		// key keeps them from the IPv4 prefix.
+		{Action: Deny, Proto: ProtoTCP, Src: pfx("10.0.0.0/8"), DstPorts: ports("7000")},
 	}}
 	c := mustCompile(t, rs)
-	for i, want := range []uint32{0, 0, 1, 1, 1} {
+	for i, want := range []uint32{0, 0, 1, 1, 0, 0, 0} {
 		if got := c.quick[i].record; got != want {
 			t.Errorf("rule %d: quick4 record = %d, want %d", i, got, want)
 		}
+	}
+	if q := c.quick[6]; q.srcMask != 0xff000000 || q.dport != 0xffff {
+		t.Errorf("rule 6 is not indexed by its port: %+v", q)
 	}
 	noPorts := func(p *Packet) *Packet { p.NoPorts = true; return p }
 	check(t, rs, cases{
@@ -236,6 +244,11 @@ func TestQuick(t *testing.T) {
 		{pkt(In, 99, "10.5.2.3", 0, "192.168.5.9", 0), 4},
 		{pkt(In, 98, "10.5.2.3", 0, "192.168.5.9", 0), -1},
 		{pkt(In, 99, "10.6.2.3", 0, "192.168.5.9", 0), -1},
+		{pkt(Out, ProtoUDP, "10.6.2.3", 53, "192.168.6.9", 53), 5},
+		{pkt(In, ProtoUDP, "10.6.2.3", 53, "192.168.6.9", 53), -1},
+		{pkt(In, ProtoTCP, "10.7.2.3", 5000, "172.16.0.1", 7000), 6},
+		{pkt(In, ProtoTCP, "10.7.2.3", 5000, "172.16.0.1", 7001), -1},
+		{pkt(In, ProtoTCP, "a00::1", 5000, "fd00::1", 7000), -1},
 	})
 }
 

@@ -294,7 +294,7 @@ func spaceDim(sp int) int {
 func (c *Classifier) measure() {
 	in := &c.info
 	in.Bytes = 4*(len(c.rec)+len(c.recAt)+len(c.cand)+len(c.residual)+len(c.first)*len(c.first[0])+len(c.nodes32)+len(c.nodes128)+len(c.vals128)) +
-		8*(len(c.kv32)+len(c.keys128)+len(c.actions)+3*len(c.quick))
+		8*(len(c.kv32)+len(c.keys128)+len(c.actions)+4*len(c.quick))
 	for _, t := range c.tries32() {
 		if t.rootUp != 0 { // a root node, and the nodes below it
 			in.MaxDepth = max(in.MaxDepth, 1+t.depth)
@@ -465,11 +465,16 @@ func quickOf(n *norm, d int) quick4 {
 		dport = nil
 	}
 	q := quick4{dport: 0xffff}
-	f := n.flags
-	if f&flagAnyProto == 0 && protoClass[f>>16&0xff] == protoOther ||
-		len(src6)+len(dst6)+len(sport) > 0 || len(src4) > 1 || len(dst4) > 1 || len(dport) > 1 {
+	if len(src6)+len(dst6)+len(sport) > 0 || len(src4) > 1 || len(dst4) > 1 || len(dport) > 1 {
 		q.record = 1
 		return q
+	}
+	// A packet's key fails if it needs a bit the rule's filter lacks, or
+	// has another protocol than the one the rule names.
+	f := n.flags
+	q.keyMask = (needBits &^ filter(f)) << 8
+	if f&flagAnyProto == 0 {
+		q.key, q.keyMask = f>>16&0xff, q.keyMask|0xff
 	}
 	if len(src4) == 1 {
 		q.src, q.srcMask = prefixMask(src4[0])
