@@ -21,10 +21,14 @@ import "math/bits"
 // The root is a table that the key's top bits index: its step needs no
 // entry to decode. A slot (an entry) is a value (bit 31 clear), or
 //
-//	nodeBit | childBit | stride<<e32Stride | shift<<e32Shift | offset
+//	nodeBit | childBit | (16-stride)<<e32Down | (32-shift-stride)<<e32Up | offset
 //
-// for a node of 2^stride slots at offset in nodes, the key's bits
-// shift..shift+stride-1 picking the slot, or
+// for a node of 2^stride slots (stride 1 to 16) at offset in nodes, the
+// key's bits shift..shift+stride-1 picking the slot: shifted up by
+// 32-shift-stride, to drop the bits above them, then down by 32-stride.
+// childBit is the top bit of that down shift's five-bit field, 16 to 31,
+// and the shift instructions take the five low bits of their counts, so
+// a step decodes the counts with a shift each and no mask. Or
 //
 //	nodeBit | offset
 //
@@ -53,9 +57,9 @@ type trie32 struct {
 }
 
 const (
-	e32Stride = 26
-	e32Shift  = 21
-	e32Off    = 1<<e32Shift - 1
+	e32Down   = 26
+	e32Up     = 21
+	e32Off    = 1<<e32Up - 1
 	leaf32Off = 1<<30 - 1
 )
 
@@ -153,7 +157,7 @@ func leafPick(b *[leafKeys + 1]uint64, e uint32, c uint64) uint32 {
 // different depths step in lockstep without a branch on the key.
 func step32(nodes []uint32, e, k uint32) uint32 {
 	n := uint32(int32(e&(e<<1)) >> 31) // all ones for a node
-	i := (e&e32Off + k>>(e>>e32Shift&31)&(1<<(e>>e32Stride&15)-1)) & n
+	i := (e&e32Off + k<<(e>>e32Up&31)>>(e>>e32Down&31)) & n
 	return e ^ (e^nodes[i])&n
 }
 
@@ -223,7 +227,7 @@ func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
 		}
 		if most <= exactPerKey*n+1<<12 {
 			root, _ := build(trie32Build{exact: true, rootStride: stride})
-			return trie32{rootOff: root & e32Off, rootUp: 32 - root>>e32Shift&31, lo: lo, span: span, depth: 1}
+			return trie32{rootOff: root & e32Off, rootUp: rootUp(root), lo: lo, span: span, depth: 1}
 		}
 	}
 	// Boundary j (keys[j], j >= 1) is kv[base+j-1]; leafKeys more
@@ -250,7 +254,7 @@ func (b *builder32) add(keys []u128, vals []uint32, keyBits uint) trie32 {
 	t := trie32{lo: lo, span: span}
 	switch {
 	case root&(root<<1)&nodeBit != 0:
-		t.rootOff, t.rootUp = root&e32Off, 32-root>>e32Shift&31
+		t.rootOff, t.rootUp = root&e32Off, rootUp(root)
 	case root != 0:
 		t.rootOff = uint32(len(b.nodes))
 		b.nodes = append(b.nodes, root)
@@ -354,7 +358,14 @@ func (tb *trie32Build) node(lo, hi int, base uint64, blockBits, stride uint, at 
 		}
 		b.nodes[o+int(j)] = tb.block(i, k, start, shift, at+1)
 	}
-	return nodeBit | childBit | uint32(stride)<<e32Stride | uint32(shift)<<e32Shift | uint32(o)
+	return nodeBit | childBit | uint32(16-stride)<<e32Down | uint32(32-shift-stride)<<e32Up | uint32(o)
+}
+
+// rootUp is what a trie32's root shifts the key up by, in a uint64, to
+// bring the bits that index root node e above the low 32: 32-shift.
+func rootUp(e uint32) uint32 {
+	stride := 16 - e>>e32Down&15
+	return e>>e32Up&31 + stride
 }
 
 // crowded counts the boundaries of keys[lo:hi] in slots of 2^shift keys
