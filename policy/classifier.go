@@ -22,9 +22,9 @@ type Classifier struct {
 	// actions has a bit for each rule that denies: a lookup's result
 	// needs no record.
 	actions []uint64
-	// quick holds, for each rule, the fields that neither its index nor
-	// its filter check, in a form a few instructions check (see quick4):
-	// most candidates need no record either.
+	// quick holds, for each rule, the fields that its index does not
+	// check, in a form a few instructions check (see quick4): most
+	// candidates need no record either.
 	quick []quick4
 	rules int
 	deflt Action
@@ -88,9 +88,10 @@ type portTries struct{ src, dst trie32 }
 //
 // A field the rule leaves to the index, or leaves out, is "any": mask 0,
 // or the ports 0 to 65535. key and keyMask check a packet's key (see
-// keyOf): its protocol, and that the rule allows its direction and family,
-// and its lack of ports if it has none. So a single candidate needs no
-// filter: its entry says all that the filter would.
+// keyOf): its protocol, if the rule names one, and that the rule allows
+// its direction and family, and its lack of ports if it has none. So a
+// single candidate needs no filter: its entry says all that the filter
+// would.
 type quick4 struct {
 	src, srcMask, dst, dstMask uint32
 	dport                      uint32 // first port<<16 | last port - first port
@@ -283,7 +284,8 @@ func (c *Classifier) Match(p *Packet) (Action, int) {
 	case v == 0:
 	case v&oneBit != 0 && b2u(vd != 0)+b2u(vs != 0)+b2u(vdp != 0)+b2u(vsp != 0) == 1:
 		// One value, a single candidate: the most common case, checked
-		// here, where the calls would cost more than the check.
+		// here, where the calls would cost more than the check. It is
+		// holds, with the packet's fields for the probe's.
 		if r := v & recMask; r < best {
 			if q := &c.quick[r]; q.record == 0 {
 				if q.fits(keyOf(p, dir), binary.BigEndian.Uint32(p.Src[:4]), binary.BigEndian.Uint32(p.Dst[:4]), uint32(p.DstPort)) {

@@ -210,9 +210,12 @@ func TestQuick(t *testing.T) {
 		// Quick, in the port index, which IPv6 packets look up too: the
 		// key keeps them from the IPv4 prefix.
 		{Action: Deny, Proto: ProtoTCP, Src: pfx("10.0.0.0/8"), DstPorts: ports("7000")},
+		// Quick, in the source index, where rule 5 is in the destination
+		// index: a packet meets both, which Match hands to candidates.
+		{Action: Deny, Proto: ProtoUDP, Src: pfx("10.6.0.0/16")},
 	}}
 	c := mustCompile(t, rs)
-	for i, want := range []uint32{0, 0, 1, 1, 0, 0, 0} {
+	for i, want := range []uint32{0, 0, 1, 1, 0, 0, 0, 0} {
 		if got := c.quick[i].record; got != want {
 			t.Errorf("rule %d: quick4 record = %d, want %d", i, got, want)
 		}
@@ -245,7 +248,8 @@ func TestQuick(t *testing.T) {
 		{pkt(In, 98, "10.5.2.3", 0, "192.168.5.9", 0), -1},
 		{pkt(In, 99, "10.6.2.3", 0, "192.168.5.9", 0), -1},
 		{pkt(Out, ProtoUDP, "10.6.2.3", 53, "192.168.6.9", 53), 5},
-		{pkt(In, ProtoUDP, "10.6.2.3", 53, "192.168.6.9", 53), -1},
+		{pkt(In, ProtoUDP, "10.6.2.3", 53, "192.168.6.9", 53), 7}, // rule 5 fails on its key
+		{pkt(Out, ProtoUDP, "10.6.2.3", 53, "192.168.7.9", 53), 7},
 		{pkt(In, ProtoTCP, "10.7.2.3", 5000, "172.16.0.1", 7000), 6},
 		{pkt(In, ProtoTCP, "10.7.2.3", 5000, "172.16.0.1", 7001), -1},
 		{pkt(In, ProtoTCP, "a00::1", 5000, "fd00::1", 7000), -1},

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unsafe"
 )
 
 // The key spaces a rule can be indexed in.
@@ -294,7 +295,7 @@ func spaceDim(sp int) int {
 func (c *Classifier) measure() {
 	in := &c.info
 	in.Bytes = 4*(len(c.rec)+len(c.recAt)+len(c.cand)+len(c.residual)+len(c.first)*len(c.first[0])+len(c.nodes32)+len(c.nodes128)+len(c.vals128)) +
-		8*(len(c.kv32)+len(c.keys128)+len(c.actions)+4*len(c.quick))
+		8*(len(c.kv32)+len(c.keys128)+len(c.actions)) + int(unsafe.Sizeof(quick4{}))*len(c.quick)
 	for _, t := range c.tries32() {
 		if t.rootUp != 0 { // a root node, and the nodes below it
 			in.MaxDepth = max(in.MaxDepth, 1+t.depth)

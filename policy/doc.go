@@ -23,11 +23,10 @@
 // memory, so time per lookup grows in steps as the classifier outgrows
 // its shallowest shape and the caches. BenchmarkMatch on one core of an
 // Intel Xeon VM: about 18 ns for one rule, 30 ns for 100, 39 ns for 1,000
-// and 55 ns for 10,000, where a scan of the rules takes 95 µs (an AMD
-// EPYC VM: 25, 42 and 70 ns for 1, 100 and 10,000). One flow among
-// 10,000 rules crowded around its hosts, the switch benchmark's rules
-// (BenchmarkRuleLookup in bench), takes about 25 ns, and 14 ns with one
-// rule. Compile turns the ordered rules into a Classifier in four steps.
+// and 55 ns for 10,000, where a scan of the rules takes 95 µs. One flow
+// among 10,000 rules crowded around its hosts, the switch benchmark's
+// rules (BenchmarkRuleLookup in bench), takes about 25 ns, and 14 ns with
+// one rule. Compile turns the ordered rules into a Classifier in four steps.
 //
 // Dead rules go first: a rule that repeats an earlier one, or whose
 // directions and protocols earlier catch-alls already cover, can never be

@@ -361,6 +361,10 @@ func (tb *trie32Build) node(lo, hi int, base uint64, blockBits, stride uint, at 
 	return nodeBit | childBit | uint32(16-stride)<<e32Down | uint32(32-shift-stride)<<e32Up | uint32(o)
 }
 
+// Node entries hold strides of 1 to 16 (see trie32): address tries take
+// at most maxStride, and port keys have 16 bits.
+var _ [16 - maxStride]struct{}
+
 // rootUp is what a trie32's root shifts the key up by, in a uint64, to
 // bring the bits that index root node e above the low 32: 32-shift.
 func rootUp(e uint32) uint32 {
