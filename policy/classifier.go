@@ -151,6 +151,11 @@ func filter(flags uint32) uint32 {
 // if it has no ports), acc the protocol classes it accepts.
 type sieve struct{ need, acc uint32 }
 
+func (s sieve) pass(cand uint32) bool {
+	f := cand >> recBits
+	return f&s.need == s.need && s.acc>>(f>>5&15)&1 != 0
+}
+
 // keyOf is a packet's key, as quick4 takes it: its protocol, and above
 // it the bits a candidate's filter must have for it (sieve.need).
 func keyOf(p *Packet, dir Direction) uint32 {
@@ -162,11 +167,6 @@ func keyOf(p *Packet, dir Direction) uint32 {
 		need |= filterPortless
 	}
 	return uint32(p.Proto) | need<<8
-}
-
-func (s sieve) pass(cand uint32) bool {
-	f := cand >> recBits
-	return f&s.need == s.need && s.acc>>(f>>5&15)&1 != 0
 }
 
 // A rule's record:
